@@ -1,0 +1,54 @@
+# One-command set-up and test. `make test` installs what it needs on a fresh
+# machine (Python deps, Debian packages, control-plane binaries), then runs
+# ruff, mypy and the whole pytest suite against real servers.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV     := .venv
+PY       := $(VENV)/bin/python
+PHASE    := hack/phase.sh
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: help setup venv system-packages controlplane lint typecheck pytest test \
+        cluster-up cluster-down lock clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+setup: venv system-packages controlplane  ## Install everything the tests need
+
+venv:  ## Python venv with the locked dependencies (uv.lock)
+	@$(PHASE) venv bash -c 'uv=$$(hack/ensure-uv.sh) && $$uv sync --frozen --python python3'
+
+system-packages:  ## redis-server, postfix (smtp-sink), prometheus (promtool) from Debian
+	@$(PHASE) system-packages hack/install-system-packages.sh
+
+controlplane:  ## Build (or reuse) kube-apiserver, etcd, kubectl and helm
+	@$(PHASE) controlplane hack/controlplane/build.sh >/dev/null
+
+lint:  ## ruff
+	@$(PHASE) lint bash -c '$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .'
+
+typecheck:  ## mypy (strict on our packages)
+	@$(PHASE) typecheck $(VENV)/bin/mypy
+
+pytest:  ## The whole pytest suite (exit code 5, "no tests", fails too)
+	@$(PHASE) pytest $(PY) -m pytest $(PYTEST_ARGS)
+
+test: setup  ## Set up, then lint, typecheck and run every test
+	@$(MAKE) --no-print-directory lint typecheck pytest
+
+cluster-up:  ## Start a local control plane by hand; prints the KUBECONFIG to export
+	@$(MAKE) --no-print-directory venv controlplane >/dev/null
+	@$(PY) -m tests.harness.cluster up
+
+cluster-down:  ## Stop the control plane started by cluster-up
+	@$(PY) -m tests.harness.cluster down
+
+lock:  ## Refresh uv.lock after changing dependencies in pyproject.toml
+	@uv=$$(hack/ensure-uv.sh) && $$uv lock --python python3
+
+clean:  ## Remove the venv and caches in the checkout (the binary cache is kept)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

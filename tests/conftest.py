@@ -1,0 +1,88 @@
+"""Session-wide real components: control plane, Redis, SMTP sinks.
+
+Each fixture starts a real server and tears it down. A missing binary fails the
+test with the reason (see tests.harness.binaries), it never skips.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness.controlplane import ControlPlane
+from tests.harness.redis_server import RedisServer
+from tests.harness.smtp_sink import PostfixSink, RecordingSink
+
+
+@pytest.fixture(scope="session")
+def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    plane = ControlPlane(tmp_path_factory.mktemp("controlplane")).start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def namespace(controlplane: ControlPlane) -> str:
+    """A fresh namespace per test. Namespaces stay Terminating without a controller-manager,
+    so they are never reused rather than deleted."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    controlplane.kubectl("create", "namespace", name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.start()  # a test may have killed it on purpose
+    with redis_server.client() as client:
+        client.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def make_recording_sink(tmp_path: Path) -> Iterator[Callable[..., RecordingSink]]:
+    started: list[RecordingSink] = []
+
+    def make(**kwargs: Any) -> RecordingSink:
+        sink = RecordingSink(tmp_path / "smtp", **kwargs).start()
+        started.append(sink)
+        return sink
+
+    yield make
+    for sink in started:
+        sink.stop()
+
+
+@pytest.fixture
+def smtp_sink(make_recording_sink: Callable[..., RecordingSink]) -> RecordingSink:
+    return make_recording_sink()
+
+
+@pytest.fixture
+def make_postfix_sink(tmp_path: Path) -> Iterator[Callable[..., PostfixSink]]:
+    started: list[PostfixSink] = []
+
+    def make(**kwargs: Any) -> PostfixSink:
+        sink = PostfixSink(tmp_path / "postfix", **kwargs).start()
+        started.append(sink)
+        return sink
+
+    yield make
+    for sink in started:
+        sink.stop()
