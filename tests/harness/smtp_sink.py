@@ -53,6 +53,7 @@ class ReceivedMessage:
     raw: bytes
     peer_port: int
     received_at: float
+    helo: str = ""  # the client's EHLO name: which sender process sent it
 
     @property
     def message(self) -> EmailMessage:
@@ -73,6 +74,8 @@ class RecordingSink:
     tls: tuple[Path, Path] | None = None  # cert, key: offers STARTTLS
     implicit_tls: bool = False
     process: subprocess.Popen[bytes] | None = None
+    _seen: list[ReceivedMessage] = field(default_factory=list, repr=False)
+    _offset: int = field(default=0, repr=False)
 
     @property
     def record_file(self) -> Path:
@@ -120,23 +123,28 @@ class RecordingSink:
             self.process = None
 
     def messages(self) -> list[ReceivedMessage]:
+        """Every message recorded so far (read incrementally: cheap to poll)."""
         if not self.record_file.exists():
-            return []
-        out = []
-        for line in self.record_file.read_text().splitlines():
-            if not line.endswith("}"):
-                continue  # a line still being written
+            return list(self._seen)
+        with self.record_file.open("rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        complete = data[: data.rfind(b"\n") + 1]  # a last line still being written waits for the next call
+        self._offset += len(complete)
+        for line in complete.splitlines():
             rec = json.loads(line)
-            out.append(
+            raw = base64.b64decode(rec["raw"])
+            self._seen.append(
                 ReceivedMessage(
                     rec["mail_from"],
                     rec["rcpt_tos"],
-                    base64.b64decode(rec["raw"]),
+                    raw,
                     rec["peer_port"],
                     rec["received_at"],
+                    rec.get("helo", ""),
                 )
             )
-        return out
+        return list(self._seen)
 
     def recipient_counts(self) -> Counter[str]:
         return Counter(rcpt for msg in self.messages() for rcpt in msg.rcpt_tos)
@@ -267,6 +275,7 @@ class _Handler:
             "rcpt_tos": list(envelope.rcpt_tos),
             "raw": base64.b64encode(envelope.original_content or envelope.content).decode(),
             "peer_port": session.peer[1],
+            "helo": session.host_name,
             "received_at": time.time(),
         }
         self._out.write(json.dumps(record) + "\n")

@@ -1,0 +1,232 @@
+"""sender.toml: the sender's settings, validated once, with secrets kept out of it.
+
+The operator renders this file into the pool's ConfigMap; the sender reads it at
+start and again whenever it changes (see `reload.py`). The section and key names
+mirror the seed's configuration (`[queue] processes`, `maxParallelCampaigns`, ...).
+
+Secrets never come from this file: the Redis password and SMTP credentials are
+read from environment variables, or from files named by `<VAR>_FILE` (how a
+Kubernetes Secret is mounted).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SECRET_KEYS = {"password", "pass", "username", "user", "secret", "token"}
+
+
+def to_seconds(value: Any) -> Any:
+    """Durations are numbers of seconds, or strings such as "500ms", "10s", "2m"."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"not a duration: {value!r} (use seconds, or e.g. '500ms', '10s', '2m')")
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(to_seconds), Field(gt=0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if str(key).lower() in _SECRET_KEYS:
+                    raise ValueError(
+                        f"{key!r} is a secret and does not belong in sender.toml; "
+                        "set it through the environment (see the docs: MAILTRAIN_SMTP_PASSWORD, ...)"
+                    )
+        return data
+
+
+class RedisSection(Section):
+    enabled: bool = True
+    url: str = "redis://127.0.0.1:6379/0"
+    db: int | None = Field(default=None, ge=0, le=15)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        if parts.password:
+            raise ValueError("must not contain a password; set MAILTRAIN_REDIS_PASSWORD instead")
+        return url
+
+
+class QueueSection(Section):
+    # The number of sender processes in the pool: the Deployment's replicas. A
+    # single process does not need it, but it must agree with redis.enabled.
+    processes: int = Field(default=1, ge=1, le=1000)
+    # Campaigns one process works on at once: 0 = its fair share of all of them.
+    max_parallel_campaigns: int = Field(default=0, ge=0, le=10_000)
+
+
+class ThrottlingSection(Section):
+    # For the whole pool, all processes together; 0 = unlimited.
+    messages_per_second: float = Field(default=0.0, ge=0)
+    # Tokens the bucket holds when idle, i.e. the most that may go out at once
+    # above the rate. Default: a tenth of a second's worth, at least 1.
+    burst: int | None = Field(default=None, ge=1)
+
+    @property
+    def effective_burst(self) -> int:
+        if self.burst is not None:
+            return self.burst
+        return max(1, int(self.messages_per_second / 10))
+
+
+class RetrySection(Section):
+    # Attempts per recipient on transient failures (4xx, dropped connection,
+    # timeout) before it counts as failed. A relay that cannot be reached at all
+    # does not use up attempts: its recipients are deferred and retried.
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    backoff: Seconds = 2.0
+    max_backoff: Seconds = 300.0
+
+
+class SmtpSection(Section):
+    host: str = Field(min_length=1)
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "starttls"
+    verify_certificates: bool = True
+    # PEM bundle to trust instead of the system's (a private relay's CA), e.g. a mounted Secret.
+    ca_file: str | None = None
+    max_connections: int = Field(default=5, ge=1, le=1000)
+    max_messages: int = Field(default=100, ge=1)
+    timeout: Seconds = 30.0
+    # EHLO name; default: the worker id (the pod name), which identifies the sender to the relay.
+    helo_name: str | None = None
+    throttling: ThrottlingSection = ThrottlingSection()
+    retry: RetrySection = RetrySection()
+
+
+class WorkerSection(Section):
+    # Names the pool in Redis; every process of one pool must use the same name.
+    pool: str = Field(default="default", pattern=r"^[A-Za-z0-9._/-]{1,200}$")
+    # Unique per process; default: $MAILTRAIN_WORKER_ID, else <hostname>-<pid>.
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,200}$")
+    # A dead process's chunk leases expire after this; its work is then taken over.
+    lease_ttl: Seconds = 10.0
+    # How often a process re-checks its share of campaigns; bounds how fast a new campaign starts.
+    rebalance_interval: Seconds = 0.5
+    # Acknowledgements are written at most this long after the relay accepted a
+    # message: after a crash only messages younger than this can go out twice.
+    ack_interval: Seconds = 0.05
+    # SIGTERM: stop claiming, finish what is in flight for at most this long, release leases.
+    shutdown_grace: Seconds = 20.0
+    # Recipients per SMTP transaction queue per process; bounds memory and what a pause must skip.
+    queue_size: int = Field(default=1000, ge=1)
+    listen: str = "0.0.0.0:9090"
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    health_file: str = "/tmp/mailtrain-sender-health.json"  # noqa: S108 (the pod's own tmpfs)
+
+
+class SenderConfig(Section):
+    redis: RedisSection = RedisSection()
+    queue: QueueSection = QueueSection()
+    smtp: SmtpSection
+    worker: WorkerSection = WorkerSection()
+
+    @model_validator(mode="after")
+    def _single_process_without_redis(self) -> SenderConfig:
+        if not self.redis.enabled and self.queue.processes != 1:
+            raise ValueError(
+                "queue.processes must be 1 when redis.enabled is false: several processes need a shared Redis"
+            )
+        return self
+
+    @property
+    def worker_id(self) -> str:
+        return (
+            self.worker.id or os.environ.get("MAILTRAIN_WORKER_ID") or f"{os.uname().nodename}-{os.getpid()}"
+        )
+
+
+class Secrets(BaseSettings):
+    """Credentials, from the environment only: MAILTRAIN_<NAME>, or the file named by <NAME>_FILE."""
+
+    model_config = SettingsConfigDict(env_prefix="MAILTRAIN_", extra="ignore")
+
+    redis_password: SecretStr | None = None
+    smtp_username: SecretStr | None = None
+    smtp_password: SecretStr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_files(cls, data: Any) -> Any:
+        values = dict(data) if isinstance(data, dict) else {}
+        for field in cls.model_fields:
+            var = f"MAILTRAIN_{field.upper()}_FILE"
+            if values.get(field) or not os.environ.get(var):
+                continue
+            path = Path(os.environ[var])
+            try:
+                values[field] = path.read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ConfigError(f"{var}: cannot read {path}: {exc.strerror}") from exc
+        return values
+
+
+class ConfigError(Exception):
+    """One line a person can act on: which field, and what is wrong with it."""
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown setting (check the spelling and the section)"
+    if first["type"] == "missing":
+        message = "required setting is missing"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where}: {message}{more}" if where else f"{message}{more}"
+
+
+def parse_config(text: str, source: str = "sender.toml") -> SenderConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        return SenderConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from exc
+
+
+def load_config(path: Path) -> SenderConfig:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    return parse_config(text, str(path))

@@ -1,0 +1,97 @@
+"""sender.toml: defaults, validation, secrets, and one clear line with exit code 2 for a bad file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mailtrain_sender.config import ConfigError, Secrets, load_config, parse_config
+from tests.harness.binaries import REPO_ROOT
+
+MINIMAL = '[smtp]\nhost = "relay.example"\n'
+
+
+def test_defaults_follow_the_seed() -> None:
+    config = parse_config(MINIMAL)
+    assert config.queue.max_parallel_campaigns == 0  # unset means unlimited
+    assert config.queue.processes == 1
+    assert config.redis.enabled is True
+    assert config.worker.lease_ttl == 10.0
+    assert config.smtp.throttling.messages_per_second == 0  # unlimited
+
+
+def test_seed_style_sections_parse() -> None:
+    config = parse_config(
+        '[redis]\nenabled = true\nurl = "redis://redis:6379"\ndb = 5\n'
+        "[queue]\nprocesses = 4\nmaxParallelCampaigns = 5\n"
+        '[smtp]\nhost = "relay"\nport = 2525\nsecurity = "tls"\nmaxConnections = 20\nmaxMessages = 1000\n'
+        "[smtp.throttling]\nmessagesPerSecond = 50\n"
+        '[worker]\nleaseTtl = "15s"\nackInterval = "20ms"\n'
+    )
+    assert (config.queue.processes, config.queue.max_parallel_campaigns) == (4, 5)
+    assert (config.smtp.max_connections, config.smtp.max_messages, config.smtp.security) == (20, 1000, "tls")
+    assert config.smtp.throttling.messages_per_second == 50
+    assert config.smtp.throttling.effective_burst == 5
+    assert config.redis.db == 5
+    assert (config.worker.lease_ttl, config.worker.ack_interval) == (15.0, 0.02)
+
+
+BAD_FILES = {
+    "zero processes": ("[queue]\nprocesses = 0\n" + MINIMAL, "queue.processes"),
+    "negative parallel": ("[queue]\nmaxParallelCampaigns = -1\n" + MINIMAL, "queue.maxParallelCampaigns"),
+    "misspelt key": (MINIMAL + "maxConection = 3\n", "smtp.maxConection: unknown setting"),
+    "secret in file": (MINIMAL + 'password = "hunter2"\n', "'password' is a secret"),
+    "several processes without redis": (
+        "[redis]\nenabled = false\n[queue]\nprocesses = 2\n" + MINIMAL,
+        "queue.processes must be 1 when redis.enabled is false",
+    ),
+    "password in redis url": ('[redis]\nurl = "redis://:pw@r:6379"\n' + MINIMAL, "redis.url"),
+    "no smtp section": ("[queue]\nprocesses = 1\n", "smtp: required setting is missing"),
+    "bad duration": (MINIMAL + '[worker]\nleaseTtl = "soon"\n', "worker.leaseTtl"),
+    "bad security": (MINIMAL + 'security = "ssl"\n', "smtp.security"),
+    "not toml": ("[smtp\nhost=", "not valid TOML"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES, ids=list(BAD_FILES))
+def test_bad_file_gets_one_line_naming_the_field_and_exit_code_2(case: str, tmp_path: Path) -> None:
+    text, expected = BAD_FILES[case]
+    path = tmp_path / "sender.toml"
+    path.write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "mailtrain_sender", "--config", str(path)],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "sender_image")},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert str(path) in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_secrets_come_from_environment_or_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "password").write_text("from-file\n")
+    monkeypatch.setenv("MAILTRAIN_SMTP_USERNAME", "mailer")
+    monkeypatch.setenv("MAILTRAIN_SMTP_PASSWORD_FILE", str(tmp_path / "password"))
+    secrets = Secrets()
+    assert secrets.smtp_username is not None and secrets.smtp_username.get_secret_value() == "mailer"
+    assert secrets.smtp_password is not None and secrets.smtp_password.get_secret_value() == "from-file"
+    assert "from-file" not in repr(secrets)  # SecretStr keeps it out of logs and reprs
+    assert secrets.redis_password is None
+
+
+def test_unreadable_secret_file_names_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILTRAIN_REDIS_PASSWORD_FILE", str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="MAILTRAIN_REDIS_PASSWORD_FILE"):
+        Secrets()

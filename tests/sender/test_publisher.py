@@ -1,0 +1,97 @@
+"""The operator's API on the layout: publish, steer, read progress, republish after a loss."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+
+from mailtrain_sender.layout import ChunkClaim, PoolKeys, Recipient, Store, decode_chunk
+from mailtrain_sender.publisher import Publisher, from_ranges, to_ranges
+from tests.sender.conftest import POOL, PublishFn, campaign_wire, recipients
+
+TTL = 60_000
+
+
+def test_ranges_round_trip() -> None:
+    assert to_ranges([5, 0, 1, 2, 6, 9]) == [(0, 2), (5, 6), (9, 9)]
+    assert from_ranges([(0, 2), (5, 6)]) == {0, 1, 2, 5, 6}
+    assert to_ranges([]) == []
+
+
+async def test_publish_streams_chunks_then_registers(publisher: Publisher, redis_client: Redis) -> None:
+    async def stream() -> AsyncIterator[Recipient]:
+        for r in recipients("stream", 1000):
+            yield r
+
+    wire = await publisher.publish(campaign_wire("stream", chunk_size=128), stream())
+    assert (wire.total, wire.chunks) == (1000, 8)
+    assert await redis_client.zscore(PoolKeys(POOL).registry, wire.id) is not None
+    progress = await publisher.progress(wire.id)
+    assert (progress.state, progress.total, progress.pending, progress.sent) == ("active", 1000, 1000, 0)
+    raw = await redis_client.hget(f"mt:{{c:{wire.id}}}:rcpt", "7")
+    assert raw is not None and decode_chunk(raw)[-1] == Recipient("stream.999@example.org", "User 999")
+
+
+async def test_publish_twice_is_harmless(publisher: Publisher) -> None:
+    wire = campaign_wire("twice")
+    first = await publisher.publish(wire, recipients("twice", 10))
+    second = await publisher.publish(wire, recipients("twice", 99))
+    assert first == second and second.total == 10
+
+
+async def test_empty_campaign_is_complete_at_once(publisher: Publisher, redis_client: Redis) -> None:
+    wire = await publisher.publish(campaign_wire("empty"), [])
+    assert (await publisher.progress(wire.id)).state == "completed"
+    assert await redis_client.zcard(PoolKeys(POOL).registry) == 0
+
+
+async def test_pause_resume_keeps_the_place_in_line(
+    publish: PublishFn, publisher: Publisher, redis_client: Redis
+) -> None:
+    wire = await publish("steady", 10)
+    registry = PoolKeys(POOL).registry
+    score = await redis_client.zscore(registry, wire.id)
+    assert await publisher.pause(wire)
+    assert not await publisher.pause(wire)  # already paused
+    assert await redis_client.zscore(registry, wire.id) is None
+    assert (await publisher.progress(wire.id)).state == "paused"
+    assert await publisher.resume(wire)
+    assert await redis_client.zscore(registry, wire.id) == score
+
+
+async def test_delete_removes_every_key(
+    publish: PublishFn, publisher: Publisher, redis_client: Redis
+) -> None:
+    wire = await publish("gone", 100)
+    await publisher.delete(wire.id, wire.pool)
+    assert await redis_client.keys(f"*{wire.id}*") == []
+    assert (await publisher.progress(wire.id)).state == "missing"
+
+
+async def test_progress_counts_outcomes_and_completed_chunks(
+    publish: PublishFn, publisher: Publisher, store: Store
+) -> None:
+    wire = await publish("counts", 20, chunk_size=8)
+    claim = await store.claim_chunk(wire.id, "w", TTL, 8)
+    assert isinstance(claim, ChunkClaim)
+    pipe = store.client.pipeline(transaction=False)
+    Store.queue_acks(pipe, wire.id, [0, 1, 2, 3, 4], {5: "550 5.1.1 no such user"}, [6, 7], 3)
+    await pipe.execute()
+    await store.complete_chunk(wire.id, "w", 0, wire.chunks)
+    progress = await publisher.progress(wire.id)
+    assert (progress.sent, progress.failed, progress.invalid, progress.deferred) == (5, 1, 2, 3)
+    assert progress.pending == 12
+    assert progress.completed_chunks == [(0, 0)]
+    assert await store.client.hget(f"mt:{{c:{wire.id}}}:replies", "5") == b"550 5.1.1 no such user"
+
+
+async def test_republish_skips_completed_chunks_and_keeps_counts(publisher: Publisher, store: Store) -> None:
+    wire = campaign_wire("lost", chunk_size=8)
+    await publisher.republish(wire, recipients("lost", 20), [(0, 0), (2, 2)], {"failed": 1, "invalid": 2})
+    progress = await publisher.progress(wire.id)
+    assert progress.completed_chunks == [(0, 0), (2, 2)]
+    assert (progress.sent, progress.failed, progress.invalid, progress.pending) == (9, 1, 2, 8)
+    claim = await store.claim_chunk(wire.id, "w", TTL, 8)
+    assert isinstance(claim, ChunkClaim) and claim.chunk == 1  # only chunk 1 is left to send
+    assert await store.claim_chunk(wire.id, "w", TTL, 8) != claim
