@@ -94,7 +94,7 @@ class AckBuffer:
                 await asyncio.shield(self._write(acks))
             except RedisError as exc:
                 self._restore(acks, completions)
-                self._metrics.redis_errors.labels(self._metrics.pool, "ack").inc()
+                self._metrics.redis_error("ack")
                 if not self._failing:
                     log.warning("acknowledgements not written yet (%s); keeping them and retrying", exc)
                 self._failing = True
@@ -111,7 +111,7 @@ class AckBuffer:
                     )
                 except RedisError as exc:
                     self._completions[:0] = completions[i:]
-                    self._metrics.redis_errors.labels(self._metrics.pool, "complete").inc()
+                    self._metrics.redis_error("complete")
                     log.warning("chunk completion not written yet (%s); retrying", exc)
                     return False
                 completion.done(owned, completed)

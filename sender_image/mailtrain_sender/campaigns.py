@@ -173,7 +173,18 @@ class CampaignRunner:
             await self.worker.queue.put(SendJob(self, state, first + offset, recipient))
 
     def may_send(self, chunk: ChunkState) -> bool:
-        return self.active and not chunk.lost and time.monotonic() < chunk.deadline
+        """Whether a job of this chunk may still be sent. A chunk whose lease could not be
+        renewed in time (Redis unreachable) is abandoned: its lease expires in Redis and
+        whoever claims it next, this process included, skips the recipients already done."""
+        if self.active and not chunk.lost and time.monotonic() < chunk.deadline:
+            return True
+        if self.active and not chunk.lost:
+            chunk.lost = True
+            self.chunks.pop(chunk.chunk, None)
+            self.worker.metrics.lease_expiries.inc()
+            self.log.warning("lease on chunk %d not renewed in time; leaving the chunk", chunk.chunk)
+            self._chunk_freed.set()
+        return False
 
     # -- sending -----------------------------------------------------------------------------------------
 

@@ -225,7 +225,8 @@ class Inactive:
     state: str  # paused, cancelled, completed, or missing
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """A Redis reply as str, whether the client decodes replies or not."""
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -249,7 +250,7 @@ class Store:
             keys=[k.workers, k.caps, k.assign, k.registry],
             args=[worker, cap, ttl_ms, "1" if leaving else "0"],
         )
-        campaigns = tuple(c for c in _text(mine).split(",") if c)
+        campaigns = tuple(c for c in text(mine).split(",") if c)
         return Assignment(campaigns, int(workers), int(runnable), int(expired))
 
     async def take_tokens(self, pool: str, rate: float, burst: int, want: int) -> tuple[int, float]:
@@ -273,7 +274,7 @@ class Store:
     async def assignments(self, pool: str) -> dict[str, tuple[str, ...]]:
         """Every live worker's campaigns (for tests and `kubectl`-side diagnostics)."""
         raw = await self.client.hgetall(PoolKeys(pool).assign)
-        return {_text(w): tuple(c for c in _text(v).split(",") if c) for w, v in raw.items()}
+        return {text(w): tuple(c for c in text(v).split(",") if c) for w, v in raw.items()}
 
     # -- campaign --------------------------------------------------------------------------------------------
 
@@ -288,12 +289,12 @@ class Store:
         reply = await self._scripts["claim_chunk"](
             keys=[k.state, k.todo, k.leases, k.owners, k.rcpt, k.done], args=[worker, ttl_ms, chunk_size]
         )
-        kind = _text(reply[0])
+        kind = text(reply[0])
         if kind == "inactive":
-            return Inactive(_text(reply[1]))
+            return Inactive(text(reply[1]))
         if kind == "empty":
             return NoChunk(int(reply[1]))
-        return ChunkClaim(int(reply[1]), decode_chunk(reply[2] or b"[]"), bytes(reply[3]), _text(reply[4]))
+        return ChunkClaim(int(reply[1]), decode_chunk(reply[2] or b"[]"), bytes(reply[3]), text(reply[4]))
 
     async def renew_leases(
         self, campaign: str, worker: str, ttl_ms: int, chunks: list[int]
@@ -303,7 +304,7 @@ class Store:
         reply = await self._scripts["renew_leases"](
             keys=[k.state, k.leases, k.owners], args=[worker, ttl_ms, *chunks]
         )
-        return _text(reply[0]), {int(c) for c in reply[1:]}
+        return text(reply[0]), {int(c) for c in reply[1:]}
 
     async def complete_chunk(self, campaign: str, worker: str, chunk: int, chunks: int) -> tuple[bool, int]:
         """Whether we still owned the chunk, and how many chunks are complete now."""

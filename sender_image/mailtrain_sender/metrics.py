@@ -93,6 +93,9 @@ class Metrics:
             registry=r,
         ).labels(pool)
 
+    def redis_error(self, operation: str) -> None:
+        self.redis_errors.labels(self.pool, operation).inc()
+
     def outcome(self, campaign: str, outcome: str) -> Counter:
         return self.recipients.labels(self.pool, campaign, outcome)
 

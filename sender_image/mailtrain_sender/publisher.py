@@ -20,6 +20,7 @@ from mailtrain_sender.layout import (
     Recipient,
     encode_chunk,
     registry_score,
+    text,
 )
 
 # Chunks per pipeline round trip while publishing: large enough that the network
@@ -174,6 +175,11 @@ class Publisher:
 
     async def exists(self, campaign_id: str) -> bool:
         return bool(await self.client.exists(CampaignKeys(campaign_id).meta))
+
+    async def failures(self, campaign_id: str) -> dict[int, str]:
+        """The last SMTP reply (or reason) for each recipient that failed, by recipient index."""
+        raw = await self.client.hgetall(CampaignKeys(campaign_id).replies)
+        return {int(index): text(reply) for index, reply in raw.items()}
 
     async def progress(self, campaign_id: str) -> Progress:
         k = CampaignKeys(campaign_id)

@@ -62,6 +62,13 @@ class Job:
         raise NotImplementedError
 
 
+@dataclass(slots=True)
+class _Connection:
+    client: aiosmtplib.SMTP | None = None
+    generation: int = 0  # SmtpPool._generation when it connected
+    sent: int = 0  # messages on this connection, for maxMessages
+
+
 class RelayUnavailableError(Exception):
     """Connecting, TLS or AUTH failed: the relay, not the recipient, is the problem."""
 
@@ -188,7 +195,14 @@ class SmtpPool:
             self._relay_backoff = min(retry.max_backoff, max(retry.backoff / 4, self._relay_backoff * 2))
             self._relay_down_until = time.monotonic() + self._relay_backoff
             self._metrics.smtp_errors.labels(self._metrics.pool, "connection").inc()
-            log.warning("cannot connect to %s:%s: %s", self.settings.host, self.settings.port, exc)
+            if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+                log.error(
+                    "the relay refused our credentials (%s); recipients stay deferred until the "
+                    "SMTP username and password are fixed",
+                    exc,
+                )
+            else:
+                log.warning("cannot connect to %s:%s: %s", self.settings.host, self.settings.port, exc)
             raise RelayUnavailableError(str(exc)) from exc
         self._relay_backoff = 0.0
         self._metrics.connections.inc()
@@ -207,38 +221,48 @@ class SmtpPool:
             client.close()
 
     async def _run(self, slot: int) -> None:
-        client: aiosmtplib.SMTP | None = None
-        generation = self._generation
-        sent_on_connection = 0
+        conn = _Connection()
         try:
             while self._slot_alive(slot):
                 job = await self._queue.get()
-                prepared = job.prepare()
-                if not isinstance(prepared, Envelope):
-                    job.finish(*prepared)
-                    continue
-                if client is not None and (not client.is_connected or generation != self._generation):
-                    await self._disconnect(client, polite=client.is_connected)
-                    client = None
-                if client is None:
-                    try:
-                        client, generation, sent_on_connection = await self._connect(), self._generation, 0
-                    except RelayUnavailableError as exc:
-                        job.finish(Outcome.DEFER, str(exc))
-                        await asyncio.sleep(min(1.0, max(0.0, self._relay_down_until - time.monotonic())))
-                        continue
-                outcome, reply = await self._send(client, prepared)
+                try:
+                    outcome, reply = await self._handle(job, conn)
+                except (
+                    Exception
+                ) as exc:  # a bug must neither end this connection's task nor lose the recipient
+                    log.exception("unexpected error while sending; the recipient will be tried again")
+                    outcome, reply = Outcome.RETRY, f"internal error: {type(exc).__name__}"
+                    await self._disconnect(conn.client, polite=False)
+                    conn.client = None
                 job.finish(outcome, reply)
-                sent_on_connection += 1
-                if outcome is Outcome.RETRY and not client.is_connected:
-                    await self._disconnect(client, polite=False)
-                    client = None
-                elif sent_on_connection >= self.settings.max_messages:
-                    await self._disconnect(client, polite=True)
-                    client = None
+                if outcome is Outcome.DEFER:
+                    await asyncio.sleep(min(1.0, self.relay_retry_in))
         finally:
-            if client is not None:
-                await asyncio.shield(self._disconnect(client, polite=True))
+            if conn.client is not None:
+                await asyncio.shield(self._disconnect(conn.client, polite=True))
+
+    async def _handle(self, job: Job, conn: _Connection) -> tuple[Outcome, str]:
+        prepared = job.prepare()
+        if not isinstance(prepared, Envelope):
+            return prepared
+        if conn.client is not None and (not conn.client.is_connected or conn.generation != self._generation):
+            await self._disconnect(conn.client, polite=conn.client.is_connected)
+            conn.client = None
+        if conn.client is None:
+            try:
+                conn.client = await self._connect()
+            except RelayUnavailableError as exc:
+                return Outcome.DEFER, str(exc)
+            conn.generation, conn.sent = self._generation, 0
+        outcome, reply = await self._send(conn.client, prepared)
+        conn.sent += 1
+        if outcome is Outcome.RETRY and not conn.client.is_connected:
+            await self._disconnect(conn.client, polite=False)
+            conn.client = None
+        elif conn.sent >= self.settings.max_messages:
+            await self._disconnect(conn.client, polite=True)
+            conn.client = None
+        return outcome, reply
 
     async def _send(self, client: aiosmtplib.SMTP, envelope: Envelope) -> tuple[Outcome, str]:
         await self._throttle.acquire()

@@ -64,7 +64,7 @@ class Throttle:
                 self._pool, self.rate, self.burst, max(1, self._waiting)
             )
         except RedisError as exc:
-            self._metrics.redis_errors.labels(operation="throttle").inc()
+            self._metrics.redis_error("throttle")
             log.warning("throttle: Redis unavailable (%s); holding messages until it answers", exc)
             await asyncio.sleep(_REDIS_RETRY)
             return

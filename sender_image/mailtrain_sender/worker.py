@@ -117,7 +117,7 @@ class Worker:
         )
 
     def redis_error(self, operation: str, exc: Exception) -> None:
-        self.metrics.redis_errors.labels(self.pool, operation).inc()
+        self.metrics.redis_error(operation)
         if not self._redis_failing:
             log.warning("Redis unavailable during %s (%s); retrying", operation, exc)
         self._redis_failing = True

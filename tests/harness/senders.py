@@ -74,10 +74,16 @@ class SenderProcess:
     def write_config(self, settings: dict[str, Any] | None = None) -> None:
         if settings is not None:
             self.settings = settings
-        full = merge(self.settings, {"worker": {
-            "id": self.worker_id, "listen": f"{net.LOOPBACK}:{self.metrics_port}",
-            "healthFile": str(self.root / f"{self.worker_id}.health.json"),
-        }})  # fmt: skip
+        full = merge(
+            self.settings,
+            {
+                "worker": {
+                    "id": self.worker_id,
+                    "listen": f"{net.LOOPBACK}:{self.metrics_port}",
+                    "healthFile": str(self.root / f"{self.worker_id}.health.json"),
+                }
+            },
+        )
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(to_toml(full))
         tmp.replace(self.config_path)  # atomic, as a ConfigMap update is
@@ -89,8 +95,11 @@ class SenderProcess:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mailtrain_sender", "--config", str(self.config_path)],
-                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            )  # fmt: skip
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         net.wait_until(
             self.ready, what=f"sender {self.worker_id}", timeout=30, process=self.process, log=self.log
         )
@@ -156,8 +165,14 @@ class SenderFleet:
     processes: list[SenderProcess] = field(default_factory=list)
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
-        base = merge(DEFAULTS, {"redis": {"url": self.redis_url}, "smtp": {"port": self.smtp_port},
-                                "worker": {"pool": self.pool}})  # fmt: skip
+        base = merge(
+            DEFAULTS,
+            {
+                "redis": {"url": self.redis_url},
+                "smtp": {"port": self.smtp_port},
+                "worker": {"pool": self.pool},
+            },
+        )
         return merge(base, overrides)
 
     def start(

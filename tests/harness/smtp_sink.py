@@ -202,7 +202,7 @@ class PostfixSink:
         if _running_as_root():
             args += ["-u", "nobody"]  # smtp-sink refuses to keep root privileges
         args += [f"{net.LOOPBACK}:{self.port}", "1024"]
-        log = self.root / f"smtp-sink-{self.port}.log"
+        log = self.log
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -216,6 +216,15 @@ class PostfixSink:
         if self.process is not None:
             net.stop_process(self.process)
             self.process = None
+
+    @property
+    def log(self) -> Path:
+        return self.root / f"smtp-sink-{self.port}.log"
+
+    def messages_received(self) -> int:
+        """smtp-sink's own count of messages (its -c counters: "sess=N quit=N mesg=N")."""
+        counters = re.findall(rb"mesg=(\d+)", self.log.read_bytes()) if self.log.exists() else []
+        return int(counters[-1]) if counters else 0
 
 
 def _running_as_root() -> bool:
@@ -291,7 +300,7 @@ def _authenticator(user: str, password: str) -> Any:
             and auth_data.login.decode() == user
             and auth_data.password.decode() == password
         )
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)  # not handled: aiosmtpd sends the 535 itself
 
     return check
 

@@ -37,8 +37,15 @@ def store(redis_client: Redis) -> Store:
     return Store(redis_client)
 
 
-def campaign_wire(name: str, *, pool: str = POOL, priority: int = 0, created_ms: int | None = None,
-                  chunk_size: int = 64, **content: Any) -> CampaignWire:  # fmt: skip
+def campaign_wire(
+    name: str,
+    *,
+    pool: str = POOL,
+    priority: int = 0,
+    created_ms: int | None = None,
+    chunk_size: int = 64,
+    **content: Any,
+) -> CampaignWire:
     fields: dict[str, Any] = {
         "id": f"{name}-{uuid.uuid4().hex[:8]}",
         "name": f"test/{name}",

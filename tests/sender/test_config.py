@@ -64,9 +64,11 @@ def test_bad_file_gets_one_line_naming_the_field_and_exit_code_2(case: str, tmp_
     path.write_text(text)
     result = subprocess.run(
         [sys.executable, "-m", "mailtrain_sender", "--config", str(path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "sender_image")},
-    )  # fmt: skip
+    )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

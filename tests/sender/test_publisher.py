@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
-from mailtrain_sender.layout import ChunkClaim, PoolKeys, Recipient, Store, decode_chunk
+from mailtrain_sender.layout import CampaignKeys, ChunkClaim, PoolKeys, Recipient, Store, decode_chunk
 from mailtrain_sender.publisher import Publisher, from_ranges, to_ranges
 from tests.sender.conftest import POOL, PublishFn, campaign_wire, recipients
 
@@ -29,7 +29,7 @@ async def test_publish_streams_chunks_then_registers(publisher: Publisher, redis
     assert await redis_client.zscore(PoolKeys(POOL).registry, wire.id) is not None
     progress = await publisher.progress(wire.id)
     assert (progress.state, progress.total, progress.pending, progress.sent) == ("active", 1000, 1000, 0)
-    raw = await redis_client.hget(f"mt:{{c:{wire.id}}}:rcpt", "7")
+    raw = await redis_client.hget(CampaignKeys(wire.id).rcpt, "7")
     assert raw is not None and decode_chunk(raw)[-1] == Recipient("stream.999@example.org", "User 999")
 
 
@@ -83,7 +83,7 @@ async def test_progress_counts_outcomes_and_completed_chunks(
     assert (progress.sent, progress.failed, progress.invalid, progress.deferred) == (5, 1, 2, 3)
     assert progress.pending == 12
     assert progress.completed_chunks == [(0, 0)]
-    assert await store.client.hget(f"mt:{{c:{wire.id}}}:replies", "5") == b"550 5.1.1 no such user"
+    assert await publisher.failures(wire.id) == {5: "550 5.1.1 no such user"}
 
 
 async def test_republish_skips_completed_chunks_and_keeps_counts(publisher: Publisher, store: Store) -> None:

@@ -108,11 +108,13 @@ def test_tokens_are_per_recipient_and_keyed() -> None:
         (Recipient("a@example.org", "A", {"s": "hi\r\nBcc: victim@example.org"}), {"subject": "{{ s }}"}),
         (Recipient("a@example.org", "A\nBcc: victim@example.org"), {}),
         (Recipient("a@example.org\r\nBcc: v@example.org"), {}),
-        (Recipient("a@example.org", "A", {"u": "x>\r\nBcc: v@example.org"}),
-         {"listUnsubscribe": {"url": "https://acme.example/{{ u }}"}}),
+        (
+            Recipient("a@example.org", "A", {"u": "x>\r\nBcc: v@example.org"}),
+            {"listUnsubscribe": {"url": "https://acme.example/{{ u }}"}},
+        ),
     ],
     ids=["subject", "name", "address", "unsubscribe-url"],
-)  # fmt: skip
+)
 def test_cr_lf_injected_through_recipient_data_is_refused(
     recipient: Recipient, content: dict[str, Any]
 ) -> None:
