@@ -12,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .PHONY: help setup venv system-packages controlplane lint typecheck pytest test \
-        cluster-up cluster-down lock clean
+        cluster-up cluster-down lock clean bench-sender
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -52,3 +52,7 @@ lock:  ## Refresh uv.lock after changing dependencies in pyproject.toml
 
 clean:  ## Remove the venv and caches in the checkout (the binary cache is kept)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+.PHONY: bench-sender
+bench-sender: setup  ## Sender benchmark: one JSON line per figure, each against a baseline run alongside
+	@PYTHONPATH=sender_image $(PY) -m bench.bench_sender $(BENCH_ARGS)

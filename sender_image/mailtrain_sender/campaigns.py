@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from email_validator import EmailNotValidError, validate_email
 from redis.exceptions import RedisError
 
+from mailtrain_sender import addresses
 from mailtrain_sender.acks import Completion
 from mailtrain_sender.layout import ChunkClaim, Inactive, Recipient, bit_is_set
 from mailtrain_sender.render import CampaignError, CompiledCampaign, RecipientError, message_date
@@ -196,12 +196,10 @@ class CampaignRunner:
         if self._campaign_error is not None or self._compiled is None:
             return Outcome.FAILED, self._campaign_error or "campaign not loaded"
         try:
-            address = validate_email(job.recipient.email, check_deliverability=False, allow_smtputf8=False)
-        except EmailNotValidError as exc:
+            address = addresses.normalize(job.recipient.email)
+        except addresses.InvalidAddressError as exc:
             return Outcome.INVALID, str(exc)
-        recipient = Recipient(
-            address.ascii_email or address.normalized, job.recipient.name, job.recipient.vars
-        )
+        recipient = Recipient(address, job.recipient.name, job.recipient.vars)
         try:
             rendered = self._compiled.render(recipient, job.index)
         except RecipientError as exc:

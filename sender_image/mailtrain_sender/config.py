@@ -122,6 +122,8 @@ class SmtpSection(Section):
     max_connections: int = Field(default=5, ge=1, le=1000)
     max_messages: int = Field(default=100, ge=1)
     timeout: Seconds = 30.0
+    # Send MAIL, RCPT and DATA in one round trip when the relay offers PIPELINING (RFC 2920).
+    pipelining: bool = True
     # EHLO name; default: the worker id (the pod name), which identifies the sender to the relay.
     helo_name: str | None = None
     throttling: ThrottlingSection = ThrottlingSection()

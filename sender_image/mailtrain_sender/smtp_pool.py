@@ -26,6 +26,7 @@ from enum import Enum
 
 import aiosmtplib
 
+from mailtrain_sender import pipelining
 from mailtrain_sender.config import Secrets, SmtpSection
 from mailtrain_sender.metrics import Metrics
 from mailtrain_sender.throttle import Throttle
@@ -67,6 +68,7 @@ class _Connection:
     client: aiosmtplib.SMTP | None = None
     generation: int = 0  # SmtpPool._generation when it connected
     sent: int = 0  # messages on this connection, for maxMessages
+    pipelined: bool = False  # RFC 2920: the relay offered PIPELINING and it is enabled
 
 
 class RelayUnavailableError(Exception):
@@ -254,9 +256,10 @@ class SmtpPool:
             except RelayUnavailableError as exc:
                 return Outcome.DEFER, str(exc)
             conn.generation, conn.sent = self._generation, 0
-        outcome, reply = await self._send(conn.client, prepared)
+            conn.pipelined = self.settings.pipelining and await pipelining.enable(conn.client)
+        outcome, reply, clean = await self._send(conn, prepared)
         conn.sent += 1
-        if outcome is Outcome.RETRY and not conn.client.is_connected:
+        if not clean:  # no reply, or a timeout: the connection's state is unknown
             await self._disconnect(conn.client, polite=False)
             conn.client = None
         elif conn.sent >= self.settings.max_messages:
@@ -264,20 +267,29 @@ class SmtpPool:
             conn.client = None
         return outcome, reply
 
-    async def _send(self, client: aiosmtplib.SMTP, envelope: Envelope) -> tuple[Outcome, str]:
+    async def _send(self, conn: _Connection, envelope: Envelope) -> tuple[Outcome, str, bool]:
+        """(outcome, reply, whether the connection can carry on)."""
+        client = conn.client
+        assert client is not None
         await self._throttle.acquire()
         self.in_flight += 1
         self._idle.clear()
         started = time.perf_counter()
         try:
-            _, reply = await client.sendmail(envelope.sender, [envelope.recipient], envelope.message)
-            return Outcome.SENT, reply
+            if conn.pipelined:
+                reply = await pipelining.send(
+                    client, envelope.sender, envelope.recipient, envelope.message, self.settings.timeout
+                )
+            else:
+                _, reply = await client.sendmail(envelope.sender, [envelope.recipient], envelope.message)
+            return Outcome.SENT, reply, True
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             outcome, reply = classify(exc)
             self._metrics.smtp_errors.labels(
                 self._metrics.pool, "permanent" if outcome is Outcome.FAILED else "transient"
             ).inc()
-            return outcome, reply
+            replied = isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code not in (421, -1)
+            return outcome, reply, replied and not isinstance(exc, aiosmtplib.SMTPTimeoutError)
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:

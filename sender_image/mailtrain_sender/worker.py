@@ -77,6 +77,7 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._redis_failing = False
+        self._health_written = 0.0  # monotonic time of the last heartbeat key and health file
 
     # -- wiring ------------------------------------------------------------------------------------------
 
@@ -155,6 +156,7 @@ class Worker:
         if self._redis_failing:
             log.info("Redis available again")
             self._redis_failing = False
+        self._health_written = 0.0  # monotonic time of the last heartbeat key and health file
         self.last_heartbeat = time.monotonic()
         self.metrics.worker_expiries.inc(assignment.expired)
         self.metrics.live_workers.set(assignment.workers)
@@ -167,7 +169,8 @@ class Worker:
                 runner.start()
                 self.metrics.campaign_claims.inc()
         self.metrics.campaigns.set(len(self.runners))
-        await self._write_health(assignment.campaigns)
+        if time.monotonic() - self._health_written > cfg.worker.lease_ttl / 3:
+            await self._write_health(assignment.campaigns)
 
     async def _stop_runner(self, campaign: str, grace: float) -> None:
         runner = self.runners.pop(campaign)
@@ -200,6 +203,7 @@ class Worker:
             "time": time.time(),
         }
         await self.store.set_heartbeat(self.pool, self.id, payload, self.config.worker.lease_ttl)
+        self._health_written = time.monotonic()
         path = Path(self.config.worker.health_file)
         tmp = path.with_suffix(".tmp")
         with contextlib.suppress(OSError):  # the probe then reports the stale file

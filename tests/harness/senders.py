@@ -163,10 +163,12 @@ class SenderFleet:
     smtp_port: int
     pool: str = "test-pool"
     processes: list[SenderProcess] = field(default_factory=list)
+    # Test defaults: short leases and fast rebalancing, so failover tests take seconds.
+    defaults: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(DEFAULTS))
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
         base = merge(
-            DEFAULTS,
+            self.defaults,
             {
                 "redis": {"url": self.redis_url},
                 "smtp": {"port": self.smtp_port},

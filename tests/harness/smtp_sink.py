@@ -73,6 +73,7 @@ class RecordingSink:
     auth: tuple[str, str] | None = None
     tls: tuple[Path, Path] | None = None  # cert, key: offers STARTTLS
     implicit_tls: bool = False
+    pipelining: bool = True  # offer PIPELINING (RFC 2920), as production relays do
     process: subprocess.Popen[bytes] | None = None
     _seen: list[ReceivedMessage] = field(default_factory=list, repr=False)
     _offset: int = field(default=0, repr=False)
@@ -104,6 +105,8 @@ class RecordingSink:
             args += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
             if self.implicit_tls:
                 args.append("--implicit-tls")
+        if not self.pipelining:
+            args.append("--no-pipelining")
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 args, stdout=out, stderr=subprocess.STDOUT, cwd=binaries.REPO_ROOT, start_new_session=True
@@ -237,8 +240,9 @@ def _running_as_root() -> bool:
 
 
 class _Handler:
-    def __init__(self, record: Path, faults: list[Fault]) -> None:
+    def __init__(self, record: Path, faults: list[Fault], pipelining: bool) -> None:
         self._out = record.open("a", buffering=1)
+        self._pipelining = pipelining
         self._faults = faults
         self._attempts: Counter[tuple[int, str]] = Counter()
         self._stage_count: Counter[int] = Counter()
@@ -265,6 +269,14 @@ class _Handler:
         if fault.drop:
             server.transport.abort()
         return f"{fault.code} {'4.0.0' if fault.code < 500 else '5.0.0'} injected fault"
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self._pipelining:  # aiosmtpd reads pipelined commands in order; it only does not say so
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
@@ -309,7 +321,7 @@ async def _serve(args: argparse.Namespace) -> None:
     from aiosmtpd.smtp import SMTP
 
     faults = [Fault(**f) for f in json.loads(args.faults)]
-    handler = _Handler(Path(args.record), faults)
+    handler = _Handler(Path(args.record), faults, not args.no_pipelining)
     context = None
     if args.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -344,6 +356,7 @@ def main() -> None:
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--implicit-tls", action="store_true")
+    parser.add_argument("--no-pipelining", action="store_true", help="do not offer PIPELINING in EHLO")
     asyncio.run(_serve(parser.parse_args()))
 
 

@@ -6,6 +6,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from mailtrain_sender.layout import Recipient
 from mailtrain_sender.publisher import Publisher
 from tests.harness.pki import CertificateAuthority
@@ -16,16 +18,22 @@ from tests.sender.conftest import POOL, campaign_wire, message_origin, recipient
 FAST_RETRY = {"retry": {"maxAttempts": 3, "backoff": 0.1, "maxBackoff": 0.5}}
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-command-at-a-time"])
 async def test_transient_and_permanent_failures_are_retried_or_counted(
-    tmp_path: Path, make_recording_sink: Callable[..., RecordingSink], redis_url: str, publisher: Publisher
+    tmp_path: Path,
+    make_recording_sink: Callable[..., RecordingSink],
+    redis_url: str,
+    publisher: Publisher,
+    pipelining: bool,
 ) -> None:
     sink = make_recording_sink(
+        pipelining=pipelining,
         faults=[
             Fault(stage="rcpt", code=451, match=r"^flaky\.", times=2),  # accepted at the third attempt
             Fault(stage="rcpt", code=550, match=r"^gone\."),  # never
             Fault(stage="rcpt", code=452, match=r"^full\."),  # transient forever: out of attempts
             Fault(stage="data", drop=True, match=r"^drop\.", times=1),  # connection dropped once
-        ]
+        ],
     )
     fleet = SenderFleet(tmp_path / "senders", redis_url, sink.port, POOL)
     fleet.start(1, smtp=FAST_RETRY)
