@@ -252,7 +252,9 @@ async def over_slow_relay(redis: RedisServer, sink_port: int, work: Path, count:
     try:
         net.wait_until(lambda: net.port_accepts(proxy_port), what="delay proxy", timeout=10, process=proxy)
         bare = bare_loop(proxy_port, count, message)
-        sender = (await run_senders(redis, proxy_port, work, 1, count, {"maxConnections": 10}))[
+        ten = {"maxConnections": 10}
+        sender = (await run_senders(redis, proxy_port, work, 1, count, ten))["messages_per_second"]
+        plain = (await run_senders(redis, proxy_port, work, 1, count, {**ten, "pipelining": False}))[
             "messages_per_second"
         ]
         bound = 10 / (4 * 0.020)
@@ -264,6 +266,7 @@ async def over_slow_relay(redis: RedisServer, sink_port: int, work: Path, count:
             target=">= 0.9",
             bare=round(bare, 1),
             ratio_to_bare=round(sender / bare, 3),
+            sender_without_pipelining=round(plain, 1),
         )
     finally:
         proxy.terminate()

@@ -7,7 +7,7 @@ key name. Each Lua script touches keys of one hash tag only, `{p:<pool>}` or
 
 Pool keys                          Campaign keys
   registry  ZSET campaign->score     meta      STRING campaign wire format (JSON)
-  workers   ZSET worker->expiry      state     STRING active|paused|cancelled|completed
+  workers   ZSET worker->expiry      state     STRING active|paused|completed
   caps      HASH worker->cap         rcpt      HASH   chunk->recipients (JSON)
   assign    HASH worker->campaigns   todo      ZSET   chunks not yet leased
   throttle  HASH tokens, ts          leases    ZSET   chunk->lease expiry (ms)
@@ -222,7 +222,7 @@ class NoChunk:
 
 @dataclass(frozen=True)
 class Inactive:
-    state: str  # paused, cancelled, completed, or missing
+    state: str  # paused, completed, or missing
 
 
 def text(value: bytes | str) -> str:

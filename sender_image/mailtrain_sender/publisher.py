@@ -30,7 +30,7 @@ _CHUNKS_PER_ROUND_TRIP = 64
 
 @dataclass(frozen=True)
 class Progress:
-    state: str  # active | paused | cancelled | completed | missing
+    state: str  # active | paused | completed | missing (deleted, or lost with Redis)
     total: int
     chunks: int
     sent: int

@@ -78,6 +78,7 @@ class Worker:
         self._timers: set[asyncio.TimerHandle] = set()
         self._redis_failing = False
         self._health_written = 0.0  # monotonic time of the last heartbeat key and health file
+        self._stopping: set[asyncio.Task[None]] = set()  # runners being stopped
 
     # -- wiring ------------------------------------------------------------------------------------------
 
@@ -156,13 +157,15 @@ class Worker:
         if self._redis_failing:
             log.info("Redis available again")
             self._redis_failing = False
-        self._health_written = 0.0  # monotonic time of the last heartbeat key and health file
         self.last_heartbeat = time.monotonic()
         self.metrics.worker_expiries.inc(assignment.expired)
         self.metrics.live_workers.set(assignment.workers)
         wanted = set(assignment.campaigns)
         for campaign in [c for c, r in self.runners.items() if c not in wanted or r.done]:
-            await self._stop_runner(campaign, self.config.smtp.timeout)
+            # In the background: waiting for a slow transaction must not delay the heartbeat.
+            stopping = asyncio.create_task(self._stop_runner(campaign, self.config.smtp.timeout))
+            self._stopping.add(stopping)
+            stopping.add_done_callback(self._stopping.discard)
         for campaign in assignment.campaigns:
             if campaign not in self.runners:
                 runner = self.runners[campaign] = CampaignRunner(self, campaign)
@@ -173,6 +176,8 @@ class Worker:
             await self._write_health(assignment.campaigns)
 
     async def _stop_runner(self, campaign: str, grace: float) -> None:
+        # Its chunks stay leased to this process until released below, so a new runner for the
+        # same campaign (assigned back meanwhile) cannot be holding any of them.
         runner = self.runners.pop(campaign)
         await runner.stop(grace)
         # The last acknowledgements go first, so whoever takes the chunks over skips them.
@@ -253,6 +258,7 @@ class Worker:
         await self.acks.flush()
         for campaign in list(self.runners):
             await self._stop_runner(campaign, 0)
+        await asyncio.gather(*self._stopping, return_exceptions=True)
         try:
             await self.store.rebalance(self.pool, self.id, 0, 0, leaving=True)
         except RedisError as exc:

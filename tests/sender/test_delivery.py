@@ -91,17 +91,28 @@ async def test_throttle_holds_for_the_whole_pool_across_processes(
     assert most_in_a_second <= limit + burst
 
 
-async def test_starttls_and_auth_with_secrets_from_the_environment(
-    tmp_path: Path, make_recording_sink: Callable[..., RecordingSink], redis_url: str, publisher: Publisher
-) -> None:
+@pytest.fixture
+def relay_tls(tmp_path: Path) -> tuple[tuple[Path, Path], Path]:
+    """A serving certificate for the relay on 127.0.0.1, and the CA file a sender trusts it with."""
     ca = CertificateAuthority()
-    cert, key = ca.serving().write(tmp_path, "relay")
+    pair = ca.serving().write(tmp_path, "relay")
     (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
-    sink = make_recording_sink(auth=("mailer", "s3cret-pw"), tls=(cert, key))
+    return pair, tmp_path / "ca.pem"
+
+
+async def test_starttls_and_auth_with_secrets_from_the_environment(
+    tmp_path: Path,
+    make_recording_sink: Callable[..., RecordingSink],
+    redis_url: str,
+    publisher: Publisher,
+    relay_tls: tuple[tuple[Path, Path], Path],
+) -> None:
+    tls, ca_file = relay_tls
+    sink = make_recording_sink(auth=("mailer", "s3cret-pw"), tls=tls)
     fleet = SenderFleet(tmp_path / "senders", redis_url, sink.port, POOL)
     (tmp_path / "password").write_text("s3cret-pw\n")
     env = {"MAILTRAIN_SMTP_USERNAME": "mailer", "MAILTRAIN_SMTP_PASSWORD_FILE": str(tmp_path / "password")}
-    sender = fleet.start(1, env=env, smtp={"security": "starttls", "caFile": str(tmp_path / "ca.pem")})[0]
+    sender = fleet.start(1, env=env, smtp={"security": "starttls", "caFile": str(ca_file)})[0]
     wire = await publisher.publish(campaign_wire("secure"), recipients("secure", 20))
     try:
         await wait_progress(publisher, wire.id, timeout=30)
@@ -112,15 +123,17 @@ async def test_starttls_and_auth_with_secrets_from_the_environment(
 
 
 async def test_implicit_tls_and_a_wrong_password_defers_without_leaking_it(
-    tmp_path: Path, make_recording_sink: Callable[..., RecordingSink], redis_url: str, publisher: Publisher
+    tmp_path: Path,
+    make_recording_sink: Callable[..., RecordingSink],
+    redis_url: str,
+    publisher: Publisher,
+    relay_tls: tuple[tuple[Path, Path], Path],
 ) -> None:
-    ca = CertificateAuthority()
-    cert, key = ca.serving().write(tmp_path, "relay")
-    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
-    sink = make_recording_sink(auth=("mailer", "right"), tls=(cert, key), implicit_tls=True)
+    tls, ca_file = relay_tls
+    sink = make_recording_sink(auth=("mailer", "right"), tls=tls, implicit_tls=True)
     fleet = SenderFleet(tmp_path / "senders", redis_url, sink.port, POOL)
     env = {"MAILTRAIN_SMTP_USERNAME": "mailer", "MAILTRAIN_SMTP_PASSWORD": "wrong-pw-123"}
-    sender = fleet.start(1, env=env, smtp={"security": "tls", "caFile": str(tmp_path / "ca.pem")})[0]
+    sender = fleet.start(1, env=env, smtp={"security": "tls", "caFile": str(ca_file)})[0]
     wire = await publisher.publish(campaign_wire("denied"), recipients("denied", 5))
     try:
         await wait_until(

@@ -130,3 +130,14 @@ async def test_a_100k_recipient_campaign_completes(
     assert (progress.total, progress.sent, progress.failed, progress.invalid) == (100_000, 100_000, 0, 0)
     assert progress.completed_chunks == [(0, wire.chunks - 1)]
     await wait_until(lambda: sink.messages_received() == 100_000, "smtp-sink counted every message", 10)
+
+
+async def test_without_shared_redis_one_process_runs_on_its_private_redis(
+    fleet: SenderFleet, smtp_sink: RecordingSink, publisher: Publisher
+) -> None:
+    # redis.enabled = false: the pool's single process talks to its own Redis (a sidecar in its pod,
+    # here the test's redis-server) through the very same code path.
+    fleet.start(1, redis={"enabled": False}, queue={"processes": 1})
+    wire = await publisher.publish(campaign_wire("private"), recipients("private", 40))
+    assert (await wait_progress(publisher, wire.id, timeout=30)).sent == 40
+    assert len(smtp_sink.messages()) == 40

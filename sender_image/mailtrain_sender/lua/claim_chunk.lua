@@ -1,7 +1,7 @@
 -- Lease the next chunk of a campaign: an expired lease first (a takeover), else
 -- the lowest chunk still to do.
 --
--- KEYS[1] state  STRING active|paused|cancelled|completed
+-- KEYS[1] state  STRING active|paused|completed (absent once deleted)
 -- KEYS[2] todo   ZSET  chunk -> chunk (claimed lowest first)
 -- KEYS[3] leases ZSET  chunk -> lease expiry (ms, server clock)
 -- KEYS[4] owners HASH  chunk -> worker
