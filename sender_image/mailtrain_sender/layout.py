@@ -253,12 +253,12 @@ class Store:
         campaigns = tuple(c for c in text(mine).split(",") if c)
         return Assignment(campaigns, int(workers), int(runnable), int(expired))
 
-    async def take_tokens(self, pool: str, rate: float, burst: int, want: int) -> tuple[int, float]:
-        """Tokens granted, and seconds until the next one when none was."""
-        granted, wait_ms = await self._scripts["take_tokens"](
-            keys=[PoolKeys(pool).throttle], args=[rate, burst, want]
+    async def take_tokens(self, pool: str, rate: float, burst: int, want: int) -> list[float]:
+        """Reserve `want` tokens: for each, the seconds from now until it may be used."""
+        before = float(
+            await self._scripts["take_tokens"](keys=[PoolKeys(pool).throttle], args=[rate, burst, want])
         )
-        return int(granted), int(wait_ms) / 1000
+        return [max(0.0, (j + 1 - before) / rate) for j in range(want)]
 
     async def set_heartbeat(self, pool: str, worker: str, payload: dict[str, Any], ttl_s: float) -> None:
         await self.client.set(PoolKeys(pool).heartbeat(worker), json.dumps(payload), px=int(ttl_s * 1000))

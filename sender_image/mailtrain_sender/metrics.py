@@ -47,6 +47,12 @@ class Metrics:
             ["pool"],
             registry=r,
         ).labels(pool)
+        self.throttle_requests = Counter(
+            "mailtrain_sender_throttle_requests",
+            "Round trips to the pool-wide token bucket (each buys a batch of tokens).",
+            ["pool"],
+            registry=r,
+        ).labels(pool)
         self.campaigns = Gauge(
             "mailtrain_sender_campaigns_claimed", "Campaigns this process works on now.", ["pool"], registry=r
         ).labels(pool)

@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,18 +124,24 @@ def message_origin(message: ReceivedMessage) -> tuple[str, int]:
     return campaign, int(index)
 
 
-async def work_snapshot(
-    client: Redis, campaigns: list[str]
-) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """One atomic read of (worker -> assigned campaigns, worker -> campaigns it holds chunk leases on)."""
+@dataclass(frozen=True)
+class WorkSnapshot:
+    assigned: dict[str, set[str]]  # worker -> campaigns the pool's assignment gives it
+    leasing: dict[str, set[str]]  # worker -> campaigns it holds chunk leases on
+    runnable: set[str]  # campaigns in the registry (published, not paused, not complete)
+
+
+async def work_snapshot(client: Redis, campaigns: list[str]) -> WorkSnapshot:
+    """One atomic read of who works on what."""
     pipe = client.pipeline(transaction=True)
     pipe.hgetall(PoolKeys(POOL).assign)
+    pipe.zrange(PoolKeys(POOL).registry, 0, -1)
     for campaign in campaigns:
         pipe.hgetall(CampaignKeys(campaign).owners)
-    assign_raw, *owners = await pipe.execute()
+    assign_raw, registry, *owners = await pipe.execute()
     assigned = {w.decode(): set(v.decode().split(",")) - {""} for w, v in assign_raw.items()}
     leasing: dict[str, set[str]] = {}
     for campaign, chunk_owners in zip(campaigns, owners, strict=True):
         for worker in chunk_owners.values():
             leasing.setdefault(worker.decode(), set()).add(campaign)
-    return assigned, leasing
+    return WorkSnapshot(assigned, leasing, {c.decode() for c in registry})

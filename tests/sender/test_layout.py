@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections import Counter
 
+import pytest
 from redis.asyncio import Redis
 
 from mailtrain_sender.layout import ChunkClaim, Inactive, NoChunk, PoolKeys, Store, registry_score
@@ -166,11 +167,13 @@ async def test_paused_campaign_hands_out_no_chunks(
     assert state == "paused"
 
 
-async def test_token_bucket_grants_burst_then_rate(store: Store) -> None:
-    granted, _ = await store.take_tokens(POOL, 100, 10, 50)
-    assert granted == 10  # the bucket starts full: burst
-    granted, wait = await store.take_tokens(POOL, 100, 10, 50)
-    assert granted == 0 and 0 < wait <= 0.011
-    await asyncio.sleep(0.1)
-    granted, _ = await store.take_tokens(POOL, 100, 10, 50)
-    assert 9 <= granted <= 10  # 100/s for 0.1 s, capped at the burst
+async def test_token_bucket_reserves_tokens_on_the_release_schedule(store: Store) -> None:
+    delays = await store.take_tokens(POOL, 100, 10, 12)
+    assert delays[:10] == [0.0] * 10  # the bucket starts full: the burst is usable at once
+    assert delays[10:] == pytest.approx([0.01, 0.02], abs=0.002)  # then one token per 1/rate
+    later = await store.take_tokens(POOL, 100, 10, 3)  # the bucket is in debt: these queue behind
+    assert later == pytest.approx([0.03, 0.04, 0.05], abs=0.003)
+    await asyncio.sleep(0.3)
+    refilled = await store.take_tokens(POOL, 100, 10, 20)
+    assert refilled[:10] == [0.0] * 10  # refilled at 100/s, capped at the burst
+    assert refilled[10] > 0

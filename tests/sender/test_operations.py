@@ -28,8 +28,8 @@ async def test_reload_changes_limits_and_throttle_without_a_restart(
     a = await publisher.publish(campaign_wire("reload-a"), recipients("reload-a", 3000))
     b = await publisher.publish(campaign_wire("reload-b"), recipients("reload-b", 3000))
     smtp_sink.wait_for(20, timeout=30)
-    assigned, _ = await work_snapshot(redis_client, [a.id, b.id])
-    assert len(assigned["sender-0"]) == 1  # one at a time, as configured
+    snap = await work_snapshot(redis_client, [a.id, b.id])
+    assert len(snap.assigned["sender-0"]) == 1  # one at a time, as configured
 
     sender.write_config(
         merge(
@@ -39,8 +39,8 @@ async def test_reload_changes_limits_and_throttle_without_a_restart(
     )
 
     async def both_running() -> bool:
-        assigned, _ = await work_snapshot(redis_client, [a.id, b.id])
-        return len(assigned.get("sender-0", ())) == 2
+        snap = await work_snapshot(redis_client, [a.id, b.id])
+        return len(snap.assigned.get("sender-0", ())) == 2
 
     await wait_until(both_running, "both campaigns on the process after the reload")
     before = len(smtp_sink.messages())
