@@ -17,7 +17,15 @@ from mailtrain_sender.publisher import Publisher
 from tests.harness.redis_server import RedisServer
 from tests.harness.senders import SenderFleet
 from tests.harness.smtp_sink import RecordingSink
-from tests.sender.conftest import POOL, campaign_wire, message_origin, recipients, wait_progress, wait_until
+from tests.sender.conftest import (
+    POOL,
+    campaign_wire,
+    message_origin,
+    recipients,
+    wait_progress,
+    wait_until,
+    work_snapshot,
+)
 
 # A message may go out twice only if the relay accepted it within one ackInterval
 # (0.05 s) before the crash; allow for the flush's own round trip and clock reads.
@@ -133,9 +141,13 @@ async def test_pause_stops_sending_and_resume_continues_where_it_stopped(
     wire = await publisher.publish(campaign_wire("pausing", chunk_size=64), recipients("pausing", 1500))
     smtp_sink.wait_for(300, timeout=30)
     assert await publisher.pause(wire)
-    await wait_until(
-        lambda: all(s.metric("mailtrain_sender_campaigns_claimed") == 0 for s in senders), "senders let go"
-    )
+
+    async def let_go() -> bool:
+        # Chunks are released only after the transactions in flight have landed and been acknowledged.
+        snap = await work_snapshot(publisher.client, [wire.id])
+        return not snap.leasing and all(s.metric("mailtrain_sender_campaigns_claimed") == 0 for s in senders)
+
+    await wait_until(let_go, "senders let go of the paused campaign")
     paused_count = len(smtp_sink.messages())
     await asyncio.sleep(1.5)  # an observation period: the count must not move during it
     assert len(smtp_sink.messages()) == paused_count, "nothing is sent while paused"
