@@ -246,7 +246,7 @@ class CampaignRunner:
             self.chunks.pop(chunk.chunk, None)
             self._chunk_freed.set()
             if completed >= self._total_chunks:
-                asyncio.get_running_loop().create_task(self.worker.retire(self.id))
+                self.worker.spawn(self.worker.retire(self.id))
 
         self.worker.acks.complete(Completion(self.id, chunk.chunk, self._total_chunks, done))
 

@@ -21,7 +21,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
@@ -78,7 +80,7 @@ class Worker:
         self._timers: set[asyncio.TimerHandle] = set()
         self._redis_failing = False
         self._health_written = 0.0  # monotonic time of the last heartbeat key and health file
-        self._stopping: set[asyncio.Task[None]] = set()  # runners being stopped
+        self._background: set[asyncio.Task[None]] = set()  # held here: asyncio keeps only weak references
 
     # -- wiring ------------------------------------------------------------------------------------------
 
@@ -124,6 +126,12 @@ class Worker:
             log.warning("Redis unavailable during %s (%s); retrying", operation, exc)
         self._redis_failing = True
 
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run in the background; shutdown waits for it."""
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def relay_wait(self) -> float:
         return self.smtp.relay_retry_in
 
@@ -135,7 +143,7 @@ class Worker:
             try:
                 self.queue.put_nowait(job)
             except asyncio.QueueFull:
-                asyncio.get_running_loop().create_task(self.queue.put(job))
+                self.spawn(self.queue.put(job))
 
         handle = asyncio.get_running_loop().call_later(delay, put)
         self._timers.add(handle)
@@ -163,9 +171,7 @@ class Worker:
         wanted = set(assignment.campaigns)
         for campaign in [c for c, r in self.runners.items() if c not in wanted or r.done]:
             # In the background: waiting for a slow transaction must not delay the heartbeat.
-            stopping = asyncio.create_task(self._stop_runner(campaign, self.config.smtp.timeout))
-            self._stopping.add(stopping)
-            stopping.add_done_callback(self._stopping.discard)
+            self.spawn(self._stop_runner(campaign, self.config.smtp.timeout))
         for campaign in assignment.campaigns:
             if campaign not in self.runners:
                 runner = self.runners[campaign] = CampaignRunner(self, campaign)
@@ -258,7 +264,10 @@ class Worker:
         await self.acks.flush()
         for campaign in list(self.runners):
             await self._stop_runner(campaign, 0)
-        await asyncio.gather(*self._stopping, return_exceptions=True)
+        if self._background:  # runners still winding down, retirements, requeues
+            _, late = await asyncio.wait(self._background, timeout=grace)
+            for task in late:
+                task.cancel()
         try:
             await self.store.rebalance(self.pool, self.id, 0, 0, leaving=True)
         except RedisError as exc:
