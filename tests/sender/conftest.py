@@ -83,10 +83,25 @@ def publish(publisher: Publisher) -> PublishFn:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, redis_url: str, smtp_sink: RecordingSink) -> Iterator[SenderFleet]:
-    senders = SenderFleet(tmp_path / "senders", redis_url, smtp_sink.port, POOL)
-    yield senders
-    senders.stop_all()
+def make_fleet(tmp_path: Path) -> Iterator[Callable[[str, int], SenderFleet]]:
+    """make_fleet(redis_url, smtp_port): sender processes on any Redis and relay, all stopped at the end."""
+    fleets: list[SenderFleet] = []
+
+    def make(redis_url: str, smtp_port: int) -> SenderFleet:
+        fleets.append(SenderFleet(tmp_path / f"senders-{len(fleets)}", redis_url, smtp_port, POOL))
+        return fleets[-1]
+
+    yield make
+    for senders in fleets:
+        senders.stop_all()
+
+
+@pytest.fixture
+def fleet(
+    make_fleet: Callable[[str, int], SenderFleet], redis_url: str, smtp_sink: RecordingSink
+) -> SenderFleet:
+    """Sender processes on the test's Redis and recording sink."""
+    return make_fleet(redis_url, smtp_sink.port)
 
 
 async def wait_progress(

@@ -13,14 +13,14 @@ from mailtrain_sender.publisher import Publisher
 from tests.harness.pki import CertificateAuthority
 from tests.harness.senders import SenderFleet
 from tests.harness.smtp_sink import Fault, RecordingSink
-from tests.sender.conftest import POOL, campaign_wire, message_origin, recipients, wait_progress, wait_until
+from tests.sender.conftest import campaign_wire, message_origin, recipients, wait_progress, wait_until
 
 FAST_RETRY = {"retry": {"maxAttempts": 3, "backoff": 0.1, "maxBackoff": 0.5}}
 
 
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-command-at-a-time"])
 async def test_transient_and_permanent_failures_are_retried_or_counted(
-    tmp_path: Path,
+    make_fleet: Callable[[str, int], SenderFleet],
     make_recording_sink: Callable[..., RecordingSink],
     redis_url: str,
     publisher: Publisher,
@@ -35,7 +35,7 @@ async def test_transient_and_permanent_failures_are_retried_or_counted(
             Fault(stage="data", drop=True, match=r"^drop\.", times=1),  # connection dropped once
         ],
     )
-    fleet = SenderFleet(tmp_path / "senders", redis_url, sink.port, POOL)
+    fleet = make_fleet(redis_url, sink.port)
     fleet.start(1, smtp=FAST_RETRY)
     people = [
         Recipient(f"{kind}.{i}@example.org")
@@ -44,10 +44,7 @@ async def test_transient_and_permanent_failures_are_retried_or_counted(
     ]
     people += [Recipient("not-an-address"), Recipient("nodot@localhost")]
     wire = await publisher.publish(campaign_wire("faults"), people)
-    try:
-        progress = await wait_progress(publisher, wire.id, timeout=60)
-    finally:
-        fleet.stop_all()
+    progress = await wait_progress(publisher, wire.id, timeout=60)
     assert (progress.sent, progress.failed, progress.invalid) == (12, 8, 2)
     arrived = sink.recipient_counts()
     assert set(arrived) == {f"{k}.{i}@example.org" for k in ("ok", "flaky", "drop") for i in range(4)}
@@ -104,6 +101,7 @@ def relay_tls(tmp_path: Path) -> tuple[tuple[Path, Path], Path]:
 
 async def test_starttls_and_auth_with_secrets_from_the_environment(
     tmp_path: Path,
+    make_fleet: Callable[[str, int], SenderFleet],
     make_recording_sink: Callable[..., RecordingSink],
     redis_url: str,
     publisher: Publisher,
@@ -111,21 +109,18 @@ async def test_starttls_and_auth_with_secrets_from_the_environment(
 ) -> None:
     tls, ca_file = relay_tls
     sink = make_recording_sink(auth=("mailer", "s3cret-pw"), tls=tls)
-    fleet = SenderFleet(tmp_path / "senders", redis_url, sink.port, POOL)
+    fleet = make_fleet(redis_url, sink.port)
     (tmp_path / "password").write_text("s3cret-pw\n")
     env = {"MAILTRAIN_SMTP_USERNAME": "mailer", "MAILTRAIN_SMTP_PASSWORD_FILE": str(tmp_path / "password")}
     sender = fleet.start(1, env=env, smtp={"security": "starttls", "caFile": str(ca_file)})[0]
     wire = await publisher.publish(campaign_wire("secure"), recipients("secure", 20))
-    try:
-        await wait_progress(publisher, wire.id, timeout=30)
-    finally:
-        fleet.stop_all()
+    await wait_progress(publisher, wire.id, timeout=30)
     assert len(sink.messages()) == 20
     assert "s3cret-pw" not in sender.log_text()
 
 
 async def test_implicit_tls_and_a_wrong_password_defers_without_leaking_it(
-    tmp_path: Path,
+    make_fleet: Callable[[str, int], SenderFleet],
     make_recording_sink: Callable[..., RecordingSink],
     redis_url: str,
     publisher: Publisher,
@@ -133,18 +128,16 @@ async def test_implicit_tls_and_a_wrong_password_defers_without_leaking_it(
 ) -> None:
     tls, ca_file = relay_tls
     sink = make_recording_sink(auth=("mailer", "right"), tls=tls, implicit_tls=True)
-    fleet = SenderFleet(tmp_path / "senders", redis_url, sink.port, POOL)
+    fleet = make_fleet(redis_url, sink.port)
     env = {"MAILTRAIN_SMTP_USERNAME": "mailer", "MAILTRAIN_SMTP_PASSWORD": "wrong-pw-123"}
     sender = fleet.start(1, env=env, smtp={"security": "tls", "caFile": str(ca_file)})[0]
     wire = await publisher.publish(campaign_wire("denied"), recipients("denied", 5))
-    try:
-        await wait_until(
-            lambda: sender.metric("mailtrain_sender_recipients_total", outcome="deferred") > 0, "defer"
-        )
-        progress = await publisher.progress(wire.id)
-        assert (progress.sent, progress.failed, progress.pending) == (0, 0, 5)  # deferred, not failed
-        assert "wrong-pw-123" not in sender.log_text()
-        assert "authentication" in sender.log_text().lower()
-    finally:
-        fleet.stop_all()
+    await wait_until(
+        lambda: sender.metric("mailtrain_sender_recipients_total", outcome="deferred") > 0, "defer"
+    )
+    progress = await publisher.progress(wire.id)
+    assert (progress.sent, progress.failed, progress.pending) == (0, 0, 5)  # deferred, not failed
+    assert "wrong-pw-123" not in sender.log_text()
+    assert "authentication" in sender.log_text().lower()
+    fleet.stop_all()
     assert sink.messages() == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,6 @@ from tests.harness.redis_server import RedisServer
 from tests.harness.senders import SenderFleet
 from tests.harness.smtp_sink import RecordingSink
 from tests.sender.conftest import (
-    POOL,
     campaign_wire,
     message_origin,
     recipients,
@@ -61,7 +61,7 @@ async def test_sigkill_mid_campaign_loses_nobody_and_duplicates_only_in_flight(
 
 
 async def test_redis_restart_mid_campaign_senders_reconnect_and_finish(
-    tmp_path: Path, smtp_sink: RecordingSink
+    tmp_path: Path, smtp_sink: RecordingSink, make_fleet: Callable[[str, int], SenderFleet]
 ) -> None:
     server = RedisServer(tmp_path / "redis", appendonly=True).start()
     # The test's own client reconnects too: it reads progress across the restart.
@@ -70,7 +70,7 @@ async def test_redis_restart_mid_campaign_senders_reconnect_and_finish(
     )
     try:
         publisher = Publisher(client)
-        fleet = SenderFleet(tmp_path / "senders", server.url, smtp_sink.port, POOL)
+        fleet = make_fleet(server.url, smtp_sink.port)
         fleet.start(2, queue={"processes": 2}, smtp={"throttling": {"messagesPerSecond": 400}})
         wire = await publisher.publish(campaign_wire("restart", chunk_size=64), recipients("restart", 2000))
         smtp_sink.wait_for(500, timeout=30)
@@ -89,7 +89,6 @@ async def test_redis_restart_mid_campaign_senders_reconnect_and_finish(
         assert max(counts.values()) == 1
         assert (await client.info("server"))["run_id"] != run_id  # it really was a new server
         assert all(p.process is not None and p.process.poll() is None for p in fleet.processes)
-        fleet.stop_all()
     finally:
         await client.aclose()
         server.stop()

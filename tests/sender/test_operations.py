@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from redis.asyncio import Redis
 
@@ -110,10 +109,13 @@ async def test_json_logs_name_the_campaign(fleet: SenderFleet, publisher: Publis
 
 
 async def test_a_100k_recipient_campaign_completes(
-    tmp_path: Path, make_postfix_sink: Callable[..., PostfixSink], redis_url: str, publisher: Publisher
+    make_fleet: Callable[[str, int], SenderFleet],
+    make_postfix_sink: Callable[..., PostfixSink],
+    redis_url: str,
+    publisher: Publisher,
 ) -> None:
     sink = make_postfix_sink()
-    fleet = SenderFleet(tmp_path / "senders", redis_url, sink.port, POOL)
+    fleet = make_fleet(redis_url, sink.port)
     fleet.start(
         2,
         queue={"processes": 2},
@@ -123,10 +125,7 @@ async def test_a_100k_recipient_campaign_completes(
     wire = await publisher.publish(
         campaign_wire("hundred-k", chunk_size=512), recipients("hundred-k", 100_000)
     )
-    try:
-        progress = await wait_progress(publisher, wire.id, timeout=400)
-    finally:
-        fleet.stop_all()
+    progress = await wait_progress(publisher, wire.id, timeout=400)
     assert (progress.total, progress.sent, progress.failed, progress.invalid) == (100_000, 100_000, 0, 0)
     assert progress.completed_chunks == [(0, wire.chunks - 1)]
     await wait_until(lambda: sink.messages_received() == 100_000, "smtp-sink counted every message", 10)
