@@ -173,9 +173,6 @@ class Publisher:
 
     cancel = delete
 
-    async def exists(self, campaign_id: str) -> bool:
-        return bool(await self.client.exists(CampaignKeys(campaign_id).meta))
-
     async def failures(self, campaign_id: str) -> dict[int, str]:
         """The last SMTP reply (or reason) for each recipient that failed, by recipient index."""
         raw = await self.client.hgetall(CampaignKeys(campaign_id).replies)

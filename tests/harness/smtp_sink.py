@@ -16,6 +16,7 @@ import base64
 import email
 import email.policy
 import json
+import os
 import re
 import ssl
 import subprocess
@@ -231,8 +232,6 @@ class PostfixSink:
 
 
 def _running_as_root() -> bool:
-    import os
-
     return os.geteuid() == 0
 
 
