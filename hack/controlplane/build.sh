@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kubectl, etcd and helm from the Go module proxy and
-# caches them outside the checkout, keyed by version. A warm cache returns at once.
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd and
+# helm from the Go module proxy and caches them outside the checkout, keyed by
+# version. A warm cache returns at once; a cache from before the controller-manager
+# and scheduler were added gains just those two.
 #
 # Prints the bin directory on stdout (everything else goes to stderr), so callers
 # can do: bin=$(hack/controlplane/build.sh).
@@ -11,7 +13,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 cache_root=${MAILTRAIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mailtrain-operator}
 bin="$cache_root/bin/k8s-${KUBE_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}"
-tools=(kube-apiserver kubectl etcd helm)
+tools=(kube-apiserver kubectl etcd helm kube-controller-manager kube-scheduler)
 
 missing=()
 for t in "${tools[@]}"; do [ -x "$bin/$t" ] || missing+=("$t"); done
@@ -42,6 +44,9 @@ for t in "${missing[@]}"; do
   case $t in
     kube-apiserver) build kube-apiserver -ldflags "$kube_ldflags" k8s.io/kubernetes/cmd/kube-apiserver ;;
     kubectl)        build kubectl -ldflags "$kube_ldflags" k8s.io/kubernetes/cmd/kubectl ;;
+    kube-controller-manager)
+      build kube-controller-manager -ldflags "$kube_ldflags" k8s.io/kubernetes/cmd/kube-controller-manager ;;
+    kube-scheduler) build kube-scheduler -ldflags "$kube_ldflags" k8s.io/kubernetes/cmd/kube-scheduler ;;
     etcd)           build etcd -ldflags "-s -w" go.etcd.io/etcd/server/v3 ;;
     helm)
       start=$SECONDS
