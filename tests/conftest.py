@@ -6,6 +6,7 @@ test with the reason (see tests.harness.binaries), it never skips.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,12 +29,17 @@ def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPl
 
 
 @pytest.fixture
-def namespace(controlplane: ControlPlane) -> str:
-    """A fresh namespace per test. Namespaces stay Terminating without a controller-manager,
-    so they are never reused rather than deleted."""
+def namespace(controlplane: ControlPlane) -> Iterator[str]:
+    """A fresh namespace for the test, with its `default` ServiceAccount, deleted afterwards (without
+    waiting: the namespace controller finishes it in the background)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     controlplane.kubectl("create", "namespace", name)
-    return name
+    deadline = time.monotonic() + 30
+    while controlplane.api.get(f"/api/v1/namespaces/{name}/serviceaccounts/default") is None:
+        assert time.monotonic() < deadline, f"the controller-manager made no ServiceAccount in {name}"
+        time.sleep(0.05)
+    yield name
+    controlplane.kubectl("delete", "namespace", name, "--wait=false")
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,16 @@
-"""A real Kubernetes control plane (etcd + kube-apiserver) as local processes.
+"""A real Kubernetes control plane as local processes: etcd, kube-apiserver, kube-controller-manager
+and kube-scheduler.
 
-This is what controller-runtime's envtest does: no kubelet, no controller-manager,
-but the real API machinery (CRDs, CEL, subresources, RBAC, admission, server-side
-apply). Identities are client certificates from a throwaway CA, so RBAC tests can
-act as any user or service account without tokens.
+The controllers make Deployments into ReplicaSets and Pods, collect garbage, finish namespace deletions and
+create each namespace's `default` ServiceAccount; the scheduler binds pods to a Node, and a node agent
+(tests.harness.local_node) runs them. Identities are client certificates from a throwaway CA, so RBAC tests
+can act as any user or service account, and every component has the identity it has on a real cluster.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import ssl
@@ -19,10 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.harness import binaries, net
+from tests.harness.kubeapi import KubeApi
 from tests.harness.pki import CertificateAuthority, service_account_signing_key
 
 ADMIN_USER = "mailtrain-admin"
 STARTUP_TIMEOUT = 90.0
+STOP_ORDER = ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 
 
 def _etcd_args(data_dir: Path, client_port: int, peer_port: int) -> list[str]:
@@ -49,15 +53,64 @@ def _apiserver_args(pki: Path, etcd_port: int, api_port: int) -> list[str]:
         f"--tls-cert-file={pki / 'serving.crt'}",
         f"--tls-private-key-file={pki / 'serving.key'}",
         f"--client-ca-file={pki / 'ca.crt'}",
-        "--authorization-mode=RBAC",
+        # Node: the node agent is system:node:<name> and reads only what its pods refer to, as a kubelet.
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NodeRestriction",
         f"--service-account-issuer=https://{net.LOOPBACK}:{api_port}/",
         f"--service-account-key-file={pki / 'sa.pub'}",
         f"--service-account-signing-key-file={pki / 'sa.key'}",
         "--service-cluster-ip-range=10.0.0.0/24",
         "--allow-privileged=true",
-        # No controller-manager mints tokens here, so the admission plugin that
-        # expects them would reject every pod.
-        "--disable-admission-plugins=ServiceAccount",
+        # `kubectl logs` reaches the node agent's log server at the node's InternalIP.
+        f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+        f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+        f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+        "--kubelet-preferred-address-types=InternalIP",
+        "--v=0",
+    ]
+
+
+def _controller_manager_args(pki: Path, kubeconfig: Path, port: int) -> list[str]:
+    return [
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        # Only /healthz is ever asked for, and it is always allowed: no front-proxy CA to look up.
+        "--authentication-skip-lookup=true",
+        f"--bind-address={net.LOOPBACK}",
+        f"--secure-port={port}",
+        f"--tls-cert-file={pki / 'serving.crt'}",
+        f"--tls-private-key-file={pki / 'serving.key'}",
+        "--leader-elect=false",  # one instance; an election would only delay its start by seconds
+        # Each controller acts as its own ServiceAccount in kube-system, as kubeadm runs them.
+        "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={pki / 'sa.key'}",
+        f"--root-ca-file={pki / 'ca.crt'}",  # becomes every namespace's kube-root-ca.crt ConfigMap
+        "--v=0",
+    ]
+
+
+def _scheduler_config(kubeconfig: Path) -> str:
+    config = {
+        "apiVersion": "kubescheduler.config.k8s.io/v1",
+        "kind": "KubeSchedulerConfiguration",
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "leaderElection": {"leaderElect": False},
+    }
+    return json.dumps(config, indent=2)
+
+
+def _scheduler_args(pki: Path, config: Path, kubeconfig: Path, port: int) -> list[str]:
+    return [
+        f"--config={config}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        # Only /healthz is ever asked for, and it is always allowed: no front-proxy CA to look up.
+        "--authentication-skip-lookup=true",
+        f"--bind-address={net.LOOPBACK}",
+        f"--secure-port={port}",
+        f"--tls-cert-file={pki / 'serving.crt'}",
+        f"--tls-private-key-file={pki / 'serving.key'}",
         "--v=0",
     ]
 
@@ -117,9 +170,11 @@ class ControlPlane:
             _kubeconfig(self.server, self.ca.cert_pem, admin.cert_pem, admin.key_pem, ADMIN_USER)
         )
         admin_cert, admin_key = admin.write(self.pki, "admin")
+        self.ca.client("kube-apiserver-kubelet-client").write(self.pki, "kubelet-client")
         try:
             self._start_etcd()
             self._start_apiserver(admin_cert, admin_key)
+            self._start_controllers()
         except BaseException:
             self.stop()
             raise
@@ -167,14 +222,56 @@ class ControlPlane:
                 interval=0.2,
             )
 
+    def _start_controllers(self) -> None:
+        """kube-controller-manager and kube-scheduler, started together and each waited for on /healthz."""
+        cm_kubeconfig = self.kubeconfig_for("system:kube-controller-manager")
+        scheduler_kubeconfig = self.kubeconfig_for("system:kube-scheduler")
+        scheduler_config = self.root / "kube-scheduler.json"
+        scheduler_config.write_text(_scheduler_config(scheduler_kubeconfig))
+        ports = {"kube-controller-manager": net.free_port(), "kube-scheduler": net.free_port()}
+        started = {
+            "kube-controller-manager": self._spawn(
+                "kube-controller-manager",
+                [
+                    str(binaries.controlplane_binary("kube-controller-manager")),
+                    *_controller_manager_args(self.pki, cm_kubeconfig, ports["kube-controller-manager"]),
+                ],
+            ),
+            "kube-scheduler": self._spawn(
+                "kube-scheduler",
+                [
+                    str(binaries.controlplane_binary("kube-scheduler")),
+                    *_scheduler_args(
+                        self.pki, scheduler_config, scheduler_kubeconfig, ports["kube-scheduler"]
+                    ),
+                ],
+            ),
+        }
+        context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        for name, (proc, log) in started.items():
+            net.wait_until(
+                lambda port=ports[name]: _http_ok(f"https://{net.LOOPBACK}:{port}/healthz", context),  # type: ignore[misc]
+                what=f"{name} /healthz",
+                timeout=STARTUP_TIMEOUT,
+                process=proc,
+                log=log,
+                interval=0.1,
+            )
+
     def stop(self) -> None:
-        # apiserver first: it holds etcd connections and would log errors for them.
-        for name in ("kube-apiserver", "etcd"):
+        # Clients of the apiserver first, then the apiserver: it holds etcd connections and
+        # would log errors for them.
+        for name in STOP_ORDER:
             proc = self.processes.pop(name, None)
             if proc is not None:
                 net.stop_process(proc)
 
     # -- clients -----------------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def api(self) -> KubeApi:
+        """A JSON client as the admin."""
+        return KubeApi(self.server, self.pki / "ca.crt", self.pki / "admin.crt", self.pki / "admin.key")
 
     def kubeconfig_for(self, user: str, groups: tuple[str, ...] = ()) -> Path:
         """A kubeconfig for any identity, signed by the cluster's CA (no token involved)."""
