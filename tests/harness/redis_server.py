@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,9 @@ class RedisServer:
     root: Path
     port: int = field(default_factory=net.free_port)
     appendonly: bool = False
+    # With appendonly: "always" fsyncs every write before replying, so even a SIGKILLed server
+    # restarts with everything it acknowledged ("everysec" may lose the last second).
+    appendfsync: str = "everysec"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -40,6 +44,8 @@ class RedisServer:
             "",
             "--appendonly",
             "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.appendfsync,
             "--protected-mode",
             "no",
             "--daemonize",
@@ -64,6 +70,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)  # a paused server would not see the SIGTERM
             net.stop_process(self.process)
             self.process = None
 
@@ -73,6 +80,16 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the server holds every connection open and answers nothing (a long GC, a VM stall)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`: it answers what queued up meanwhile, on a clock that moved on."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         """Stop and start again on the same port (without persistence the data is gone)."""

@@ -141,6 +141,11 @@ class SenderProcess:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
 
+    def send_signal(self, signum: int) -> None:
+        """Send a signal and return at once (terminate() waits for the exit)."""
+        assert self.process is not None
+        self.process.send_signal(signum)
+
     def terminate(self, timeout: float = 60) -> int:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
@@ -187,6 +192,9 @@ class SenderFleet:
             self.processes.append(process)
             started.append(process.start())
         return started
+
+    def alive(self) -> list[SenderProcess]:
+        return [p for p in self.processes if p.process is not None and p.process.poll() is None]
 
     def stop_all(self) -> None:
         for process in self.processes:

@@ -1,9 +1,11 @@
-"""SMTP sinks for tests: a recording sink (aiosmtpd) and postfix's smtp-sink.
+"""SMTP sinks for tests: a recording sink (aiosmtpd); postfix's smtp-sink is in postfix_sink.py.
 
 The recording sink runs as its own process, so a test with several senders and
 100k messages is not slowed by the test's own interpreter. It appends one JSON
-line per accepted message (envelope + raw bytes) to a file the test reads.
-Faults (4xx/5xx replies, dropped connections) are rules given at start.
+line per accepted message (envelope, raw bytes unless record_raw=False, Message-ID,
+EHLO name, time) to a file the test reads. Faults (4xx/5xx replies, dropped
+connections) are rules given at start; with chaos=True, random faults can also be
+switched on and off at runtime (relay_faults.py).
 
 Run by hand: python -m tests.harness.smtp_sink --port 2525 --record /tmp/mail.jsonl
 """
@@ -16,7 +18,6 @@ import base64
 import email
 import email.policy
 import json
-import os
 import re
 import ssl
 import subprocess
@@ -29,6 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness import binaries, net
+from tests.harness.postfix_sink import PostfixSink
+from tests.harness.relay_faults import ChaosSettings, RelayChaos, chaos_smtp_class
+
+_MESSAGE_ID = re.compile(rb"(?im)^Message-ID:[ \t]*<([^>\r\n]*)>")
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,9 @@ class ReceivedMessage:
     peer_port: int
     received_at: float
     helo: str = ""  # the client's EHLO name: which sender process sent it
+    message_id: str = ""  # without the angle brackets
+    after_dot_drop: bool = False  # recorded, then the connection was cut without a reply (chaos)
+    reply_delay: float = 0.0  # seconds the 250 was held back (chaos: slow_reply)
 
     @property
     def message(self) -> EmailMessage:
@@ -75,9 +83,12 @@ class RecordingSink:
     tls: tuple[Path, Path] | None = None  # cert, key: offers STARTTLS
     implicit_tls: bool = False
     pipelining: bool = True  # offer PIPELINING (RFC 2920), as production relays do
+    record_raw: bool = True  # False: leave the message bytes out of the record (long soaks)
+    chaos: bool = False  # random faults switched at runtime with set_chaos(); logs every MAIL
     process: subprocess.Popen[bytes] | None = None
     _seen: list[ReceivedMessage] = field(default_factory=list, repr=False)
     _offset: int = field(default=0, repr=False)
+    _generation: int = field(default=0, repr=False)
 
     @property
     def record_file(self) -> Path:
@@ -86,6 +97,9 @@ class RecordingSink:
     @property
     def log(self) -> Path:
         return self.root / f"sink-{self.port}.log"
+
+    def _chaos_file(self, name: str) -> Path:
+        return self.root / f"sink-{self.port}.{name}"
 
     def start(self) -> RecordingSink:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -108,6 +122,11 @@ class RecordingSink:
                 args.append("--implicit-tls")
         if not self.pipelining:
             args.append("--no-pipelining")
+        if not self.record_raw:
+            args.append("--no-raw")
+        if self.chaos:
+            for name in ("control", "applied", "faults", "mail"):
+                args += [f"--chaos-{name}", str(self._chaos_file(name))]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 args, stdout=out, stderr=subprocess.STDOUT, cwd=binaries.REPO_ROOT, start_new_session=True
@@ -146,9 +165,49 @@ class RecordingSink:
                     rec["peer_port"],
                     rec["received_at"],
                     rec.get("helo", ""),
+                    rec.get("message_id", ""),
+                    rec.get("after_dot_drop", False),
+                    rec.get("reply_delay", 0.0),
                 )
             )
         return list(self._seen)
+
+    def set_chaos(self, settings: ChaosSettings | None, timeout: float = 10.0) -> None:
+        """Switch random faults on (settings) or off (None); returns once the sink applied it."""
+        assert self.chaos, "start the sink with chaos=True"
+        self._generation += 1
+        generation = self._generation
+        control = self._chaos_file("control")
+        tmp = control.with_suffix(".tmp")
+        tmp.write_text((settings or ChaosSettings(0)).to_json(generation, enabled=settings is not None))
+        tmp.replace(control)  # atomic: the sink never reads half a file
+        applied = self._chaos_file("applied")
+        net.wait_until(
+            lambda: applied.exists() and applied.read_text() == str(generation),
+            what=f"the sink applying chaos generation {generation}",
+            timeout=timeout,
+            process=self.process,
+            log=self.log,
+        )
+
+    def injected_faults(self) -> list[dict[str, Any]]:
+        """Every random fault injected so far: at (time), kind, helo, rcpt_tos, and extras."""
+        path = self._chaos_file("faults")
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+    def transaction_times(self) -> list[tuple[float, str]]:
+        """(time, EHLO name) of every MAIL command, accepted or not: one per transaction started."""
+        path = self._chaos_file("mail")
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            at, _, helo = line.partition(" ")
+            if helo:  # a line still being written has no name yet
+                out.append((float(at), helo))
+        return out
 
     def recipient_counts(self) -> Counter[str]:
         return Counter(rcpt for msg in self.messages() for rcpt in msg.rcpt_tos)
@@ -165,84 +224,25 @@ class RecordingSink:
         return self.messages()
 
 
-@dataclass
-class PostfixSink:
-    """postfix's smtp-sink: fast, for benchmarks and whole-session fault modes.
-
-    soft_reject / hard_reject / disconnect / reply_421 take SMTP command names
-    (RCPT, DATA, ., ...) and map to smtp-sink's -r / -f / -q / -Q.
-    """
-
-    root: Path
-    port: int = field(default_factory=net.free_port)
-    soft_reject: tuple[str, ...] = ()
-    hard_reject: tuple[str, ...] = ()
-    disconnect: tuple[str, ...] = ()
-    reply_421: tuple[str, ...] = ()
-    soft_reply: str = "451 4.3.0 Try again later"
-    hard_reply: str = "550 5.1.1 No such user"
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> PostfixSink:
-        self.root.mkdir(parents=True, exist_ok=True)
-        args = [
-            str(binaries.system_binary("smtp-sink")),
-            "-c",
-            "-m",
-            "1024",
-            "-b",
-            self.soft_reply,
-            "-B",
-            self.hard_reply,
-        ]
-        for flag, commands in (
-            ("-r", self.soft_reject),
-            ("-f", self.hard_reject),
-            ("-q", self.disconnect),
-            ("-Q", self.reply_421),
-        ):
-            if commands:
-                args += [flag, ",".join(commands)]
-        if _running_as_root():
-            args += ["-u", "nobody"]  # smtp-sink refuses to keep root privileges
-        args += [f"{net.LOOPBACK}:{self.port}", "1024"]
-        log = self.log
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        net.wait_until(
-            lambda: net.port_accepts(self.port), what="smtp-sink", timeout=20, process=self.process, log=log
-        )
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            net.stop_process(self.process)
-            self.process = None
-
-    @property
-    def log(self) -> Path:
-        return self.root / f"smtp-sink-{self.port}.log"
-
-    def messages_received(self) -> int:
-        """smtp-sink's own count of messages (its -c counters: "sess=N quit=N mesg=N")."""
-        counters = re.findall(rb"mesg=(\d+)", self.log.read_bytes()) if self.log.exists() else []
-        return int(counters[-1]) if counters else 0
-
-
-def _running_as_root() -> bool:
-    return os.geteuid() == 0
-
-
 # -- the sink process ---------------------------------------------------------------------------------------
 
 
 class _Handler:
-    def __init__(self, record: Path, faults: list[Fault], pipelining: bool) -> None:
+    def __init__(
+        self,
+        record: Path,
+        faults: list[Fault],
+        pipelining: bool,
+        record_raw: bool = True,
+        chaos: RelayChaos | None = None,
+        mail_log: Path | None = None,
+    ) -> None:
         self._out = record.open("a", buffering=1)
         self._pipelining = pipelining
         self._faults = faults
+        self._record_raw = record_raw
+        self.chaos = chaos  # read by the ChaosSMTP class too
+        self._mail_log = mail_log.open("a", buffering=1) if mail_log else None
         self._attempts: Counter[tuple[int, str]] = Counter()
         self._stage_count: Counter[int] = Counter()
 
@@ -277,29 +277,57 @@ class _Handler:
             responses.insert(-1, "250-PIPELINING")
         return responses
 
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        if self._mail_log is not None:  # one line per transaction: the soak's throttle check
+            self._mail_log.write(f"{time.time():.6f} {session.host_name}\n")
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
-    ) -> str:
+    ) -> str | bytes:
         fault = self._fault("rcpt", [address])
         if fault:
             return self._reply(server, fault)
+        refusal = await self.chaos.at_rcpt(session.host_name or "", address) if self.chaos else None
+        if refusal is not None:
+            return refusal
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str | bytes:
         fault = self._fault("data", list(envelope.rcpt_tos))
         if fault:
             return self._reply(server, fault)
-        record = {
+        after = self.chaos.after_dot(session.host_name or "", envelope.rcpt_tos) if self.chaos else None
+        if after is not None and after.refusal is not None:
+            return after.refusal
+        # Recorded before any fault after the dot: a relay that has the whole message has it.
+        drop, delay = (after.drop, after.delay) if after else (False, 0.0)
+        self._record(session, envelope, after_dot_drop=drop, reply_delay=delay)
+        return await after.reply(server.transport) if after else "250 OK queued"
+
+    def _record(self, session: Any, envelope: Any, *, after_dot_drop: bool, reply_delay: float) -> None:
+        content = envelope.original_content or envelope.content
+        headers = content.partition(b"\r\n\r\n")[0]
+        match = _MESSAGE_ID.search(headers)
+        record: dict[str, Any] = {
             "mail_from": envelope.mail_from,
             "rcpt_tos": list(envelope.rcpt_tos),
-            "raw": base64.b64encode(envelope.original_content or envelope.content).decode(),
+            "raw": base64.b64encode(content).decode() if self._record_raw else "",
             "peer_port": session.peer[1],
             "helo": session.host_name,
             "received_at": time.time(),
+            "message_id": match.group(1).decode(errors="replace") if match else "",
         }
+        if after_dot_drop:
+            record["after_dot_drop"] = True
+        if reply_delay:
+            record["reply_delay"] = reply_delay
         self._out.write(json.dumps(record) + "\n")
-        return "250 OK queued"
 
 
 def _authenticator(user: str, password: str) -> Any:
@@ -320,7 +348,11 @@ async def _serve(args: argparse.Namespace) -> None:
     from aiosmtpd.smtp import SMTP
 
     faults = [Fault(**f) for f in json.loads(args.faults)]
-    handler = _Handler(Path(args.record), faults, not args.no_pipelining)
+    chaos = None
+    if args.chaos_control:
+        chaos = RelayChaos(Path(args.chaos_control), Path(args.chaos_applied), Path(args.chaos_faults))
+    mail_log = Path(args.chaos_mail) if args.chaos_mail else None
+    handler = _Handler(Path(args.record), faults, not args.no_pipelining, not args.no_raw, chaos, mail_log)
     context = None
     if args.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -334,16 +366,23 @@ async def _serve(args: argparse.Namespace) -> None:
     if context is not None and not args.implicit_tls:
         kwargs["tls_context"] = context
 
+    smtp_class = chaos_smtp_class(SMTP) if chaos is not None else SMTP
+
     def factory() -> SMTP:
-        return SMTP(handler, **kwargs)
+        return smtp_class(handler, **kwargs)
 
     loop = asyncio.get_running_loop()
+    watcher = loop.create_task(chaos.watch()) if chaos is not None else None
     server = await loop.create_server(
         factory, host=net.LOOPBACK, port=args.port, ssl=context if args.implicit_tls else None, backlog=1024
     )
     print(f"sink listening on {net.LOOPBACK}:{args.port}", flush=True)
-    async with server:
-        await server.serve_forever()
+    try:
+        async with server:
+            await server.serve_forever()
+    finally:
+        if watcher is not None:
+            watcher.cancel()
 
 
 def main() -> None:
@@ -356,8 +395,15 @@ def main() -> None:
     parser.add_argument("--tls-key")
     parser.add_argument("--implicit-tls", action="store_true")
     parser.add_argument("--no-pipelining", action="store_true", help="do not offer PIPELINING in EHLO")
+    parser.add_argument("--no-raw", action="store_true", help="leave message bytes out of the record")
+    parser.add_argument("--chaos-control", help="JSON control file of random faults (relay_faults.py)")
+    parser.add_argument("--chaos-applied", help="where the sink writes the control generation applied")
+    parser.add_argument("--chaos-faults", help="JSON-lines log of every random fault injected")
+    parser.add_argument("--chaos-mail", help="log of every MAIL command: time and EHLO name")
     asyncio.run(_serve(parser.parse_args()))
 
+
+__all__ = ["Fault", "PostfixSink", "ReceivedMessage", "RecordingSink"]
 
 if __name__ == "__main__":
     main()
