@@ -1,4 +1,4 @@
-"""Session-wide real components: control plane, Redis, SMTP sinks.
+"""Session-wide real components: control plane, node, Redis, SMTP sinks.
 
 Each fixture starts a real server and tears it down. A missing binary fails the
 test with the reason (see tests.harness.binaries), it never skips.
@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.harness.controlplane import ControlPlane
+from tests.harness.local_node import LocalNode
 from tests.harness.redis_server import RedisServer
 from tests.harness.smtp_sink import PostfixSink, RecordingSink
 
@@ -26,6 +27,16 @@ def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPl
         yield plane
     finally:
         plane.stop()
+
+
+@pytest.fixture(scope="session")
+def local_node(controlplane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNode]:
+    """The cluster's node: a node agent that runs the pods bound to it as local processes."""
+    node = LocalNode(controlplane, tmp_path_factory.mktemp("node")).start()
+    try:
+        yield node
+    finally:
+        node.stop()
 
 
 @pytest.fixture

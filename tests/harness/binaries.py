@@ -17,7 +17,16 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "controlplane" / "build.sh"
 
-_DEBIAN_PACKAGE = {"redis-server": "redis-server", "smtp-sink": "postfix", "promtool": "prometheus"}
+_DEBIAN_PACKAGE = {
+    "redis-server": "redis-server",
+    "smtp-sink": "postfix",
+    "promtool": "prometheus",
+    # The node agent's: pod routes, and mount namespaces, users and nsenter for each container.
+    "ip": "iproute2",
+    "unshare": "util-linux",
+    "nsenter": "util-linux",
+    "setpriv": "util-linux",
+}
 
 
 class MissingBinaryError(RuntimeError):
@@ -48,7 +57,7 @@ def controlplane_binary(name: str) -> Path:
 
 
 def system_binary(name: str) -> Path:
-    """A program from a Debian package (redis-server, smtp-sink, promtool)."""
+    """A program from a Debian package (redis-server, smtp-sink, promtool, ip, unshare ...)."""
     found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
     if found is None:
         package = _DEBIAN_PACKAGE.get(name, name)

@@ -64,3 +64,13 @@ def stop_process(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def process_running(pid: int) -> bool:
+    """True while the process exists and has not exited; a zombie (exited, not yet reaped by whichever
+    process adopted it) has exited."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
