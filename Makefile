@@ -25,7 +25,7 @@ venv:  ## Python venv with the locked dependencies (uv.lock)
 system-packages:  ## redis-server, postfix (smtp-sink), prometheus (promtool) from Debian
 	@$(PHASE) system-packages hack/install-system-packages.sh
 
-controlplane:  ## Build (or reuse) kube-apiserver, etcd, kubectl and helm
+controlplane:  ## Build (or reuse) kube-apiserver, -controller-manager, -scheduler, etcd, kubectl, helm
 	@$(PHASE) controlplane hack/controlplane/build.sh >/dev/null
 
 lint:  ## ruff
@@ -40,12 +40,16 @@ pytest:  ## The whole pytest suite (exit code 5, "no tests", fails too)
 test: setup  ## Set up, then lint, typecheck and run every test
 	@$(MAKE) --no-print-directory lint typecheck pytest
 
-cluster-up:  ## Start a local control plane by hand; prints the KUBECONFIG to export
+cluster-up:  ## Start a local cluster with one node; prints the KUBECONFIG to export
 	@$(MAKE) --no-print-directory venv controlplane >/dev/null
 	@$(PY) -m tests.harness.cluster up
 
-cluster-down:  ## Stop the control plane started by cluster-up
+cluster-down:  ## Stop the cluster started by cluster-up: no process, mount or route is left
 	@$(PY) -m tests.harness.cluster down
+
+.PHONY: pod-latency
+pod-latency:  ## On the cluster-up cluster: median pod creation->Running and Running->Ready over 20 pods
+	@$(PY) -m tests.cluster.pod_latency
 
 lock:  ## Refresh uv.lock after changing dependencies in pyproject.toml
 	@uv=$$(hack/ensure-uv.sh) && $$uv lock --python python3
