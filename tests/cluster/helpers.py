@@ -95,3 +95,9 @@ def deployment_ready(kube: KubeApi, namespace: str, name: str, replicas: int) ->
     status = found.get("status") or {}
     counts = (status.get("replicas"), status.get("readyReplicas"), status.get("availableReplicas"))
     return found if counts == (replicas, replicas, replicas) else None
+
+
+def ready_pod(kube: KubeApi, namespace: str, name: str) -> Json | None:
+    """The pod once it is Ready, else None (for eventually)."""
+    found = kube.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+    return found if found and ready(found) else None

@@ -20,6 +20,7 @@ from tests.harness import binaries, net
 from tests.harness.binaries import REPO_ROOT
 from tests.harness.controlplane import STARTUP_TIMEOUT, ControlPlane
 from tests.harness.node_agent.cgroups import NodeCgroups
+from tests.harness.node_agent.images import python_home
 from tests.harness.node_agent.log_server import log_files
 
 STOP_TIMEOUT = 30.0  # the agent gives each container at most 10 s, then SIGKILL
@@ -54,6 +55,7 @@ class LocalNode:
         test_image = self.root / "test-image.toml"
         test_image.write_text(
             f'[[image]]\nrepositories = ["{TEST_PYTHON_IMAGE}"]\nentrypoint = ["{sys.executable}"]\n'
+            f'readable = ["{python_home()}"]\n'
         )
         args = [
             sys.executable,

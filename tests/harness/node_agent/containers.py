@@ -58,6 +58,7 @@ class Launch:
     env: dict[str, str]
     identity: Identity
     working_dir: str
+    readable: tuple[str, ...] = ()
 
 
 class Backoff:
@@ -192,7 +193,8 @@ class ContainerRunner:
         except KUBE_ERRORS as exc:
             self._wait("CreateContainerConfigError", f"reading the container's configuration: {exc}")
             return None
-        hostname = ctx.pod["spec"].get("hostname") or ctx.pod["metadata"]["name"]
+        # The kubelet's rule: at most 63 characters, without a trailing dash or dot.
+        hostname = (ctx.pod["spec"].get("hostname") or ctx.pod["metadata"]["name"])[:63].rstrip("-.")
         home = "/root" if identity.uid == 0 else "/"
         env = {**image.env, "HOSTNAME": hostname, "HOME": home, **env}
         argv = container_argv(image, self.spec, env)
@@ -201,7 +203,7 @@ class ContainerRunner:
             self._wait("ImageNotRunnableLocally", f'image "{reference}": {missing}', event="Failed")
             return None
         working_dir = self.spec.get("workingDir") or image.working_dir or self._scratch(identity)
-        return Launch(argv, env, identity, working_dir)
+        return Launch(argv, env, identity, working_dir, image.readable)
 
     def _scratch(self, identity: Identity) -> str:
         """A private writable directory: what the image's root filesystem would give the program."""
@@ -226,6 +228,8 @@ class ContainerRunner:
             launch.env,
             self.rt.log_dir / self.name / f"{restart_count}.log",
             cgroup,
+            [Path(d) for d in launch.readable],
+            self.rt.scratch_dir / ".staging" / self.name,
         )
         self.status.restart_count, self._has_run = restart_count, True
         self._reported = ""

@@ -9,6 +9,7 @@ digest are ignored. An image that is not in the table is not run: its container 
 from __future__ import annotations
 
 import shutil
+import sys
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ class LocalImage:
     env: Mapping[str, str] = field(default_factory=lambda: {"PATH": DEFAULT_PATH})
     # None: a private writable directory per container, standing in for the image's root filesystem.
     working_dir: str | None = None
+    # Directories the program needs whatever user it runs as: an image has its own interpreter, but here
+    # the venv's may sit in a directory that only root may enter (pyenv's under /root, mode 0700).
+    readable: tuple[str, ...] = ()
 
     def missing_program(self, argv: list[str], env: Mapping[str, str]) -> str | None:
         """Why argv[0] cannot run here, or None. Checked before starting, so the reason is a status."""
@@ -61,7 +65,17 @@ class LocalImage:
         return None
 
 
+def python_home() -> str:
+    """The installation the venv's interpreter comes from (pyvenv.cfg's `home` is its bin directory)."""
+    for line in (VENV_BIN.parent / "pyvenv.cfg").read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "home":
+            return str(Path(value.strip()).parent)
+    return sys.base_prefix
+
+
 def default_images() -> list[LocalImage]:
+    python = (python_home(),)
     python_env = {
         "PATH": f"{VENV_BIN}:{DEFAULT_PATH}",
         "PYTHONUNBUFFERED": "1",
@@ -74,12 +88,14 @@ def default_images() -> list[LocalImage]:
             cmd=("--config", "/etc/mailtrain/sender.toml"),
             user=(10001, 10001),
             env=python_env,
+            readable=python,
         ),
         LocalImage(
             OPERATOR_IMAGES,
             entrypoint=(str(VENV_BIN / "mailtrain-operator"),),
             user=(10001, 10001),
             env=python_env,
+            readable=python,
         ),
         LocalImage(("docker.io/library/redis",), entrypoint=_REDIS_ENTRYPOINT, cmd=("redis-server",)),
     ]
@@ -100,6 +116,7 @@ def _image_from_table(table: dict[str, Any]) -> LocalImage:
         user=(int(user[0]), int(user[1])),
         env={"PATH": DEFAULT_PATH, **table.get("env", {})},
         working_dir=table.get("working_dir"),
+        readable=tuple(table.get("readable", ())),
     )
 
 

@@ -2,13 +2,13 @@
 
 A container runs as
 
-    unshare --mount -- sh -c '<join cgroup>; <bind mounts>; cd <dir>; exec setpriv <ids> -- "$@"' sh <argv>
+    unshare --mount --uts -- sh -c '<join cgroup>; <mounts>; cd <dir>; exec setpriv <ids> -- "$@"' sh <argv>
 
 so its volumes appear at their mountPath in a private mount namespace (unshare makes the propagation
 private, so nothing leaks to the machine, and the mounts vanish with the last process in the namespace),
-and the program runs as runAsUser/runAsGroup. Every step execs, so the container's process keeps one pid
-from start to finish. It leads a session of its own and lives in the container's cgroup (see cgroups),
-with every process it starts.
+its hostname is the pod's (a UTS namespace of its own), and the program runs as runAsUser/runAsGroup.
+Every step execs, so the container's process keeps one pid from start to finish. It leads a session of
+its own and lives in the container's cgroup (see cgroups), with every process it starts.
 
 Signals follow a container runtime: SIGTERM goes to the container's own process only (as to PID 1 in a
 container), SIGKILL to the whole cgroup.
@@ -25,6 +25,7 @@ import os
 import shlex
 import shutil
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,18 +73,72 @@ def _mount_script(mounts: list[Mount]) -> list[str]:
     return lines
 
 
+def hidden_ancestor(path: Path) -> Path | None:
+    """The outermost directory above `path` that other users may not enter (such as /root, mode 0700)."""
+    for ancestor in reversed(path.parents):
+        try:
+            if ancestor != Path("/") and not ancestor.stat().st_mode & 0o001:
+                return ancestor
+        except OSError:
+            return None
+    return None
+
+
+def _readable_script(readable: list[Path], staging: Path) -> list[str]:
+    """Makes each directory reachable for any user, in the container's mount namespace only: the hidden
+    ancestor is covered by a tmpfs (mode 0755) holding just those directories, bind-mounted, as an image
+    has only what it needs. The tmpfs is filled at `staging` and then moved into place."""
+    by_ancestor: dict[Path, list[Path]] = {}
+    for directory in readable:
+        ancestor = hidden_ancestor(directory)
+        if ancestor is not None:
+            by_ancestor.setdefault(ancestor, []).append(directory)
+    lines = []
+    for index, (ancestor, directories) in enumerate(by_ancestor.items()):
+        tmp = staging / str(index)
+        tmp.mkdir(parents=True, exist_ok=True)
+        lines.append(f"{MOUNT} -t tmpfs -o mode=0755,size=64k node-agent {shlex.quote(str(tmp))}")
+        for directory in directories:
+            inside = shlex.quote(str(tmp / directory.relative_to(ancestor)))
+            lines += [f"{MKDIR} -p {inside}", f"{MOUNT} --bind {shlex.quote(str(directory))} {inside}"]
+        lines.append(f"{MOUNT} --move {shlex.quote(str(tmp))} {shlex.quote(str(ancestor))}")
+    return lines
+
+
 def launch_argv(
-    argv: list[str], mounts: list[Mount], working_dir: str, identity: Identity, cgroup: Path
+    argv: list[str],
+    mounts: list[Mount],
+    working_dir: str,
+    identity: Identity,
+    cgroup: Path,
+    readable: Sequence[Path] = (),
+    staging: Path | None = None,
 ) -> list[str]:
+    """readable: directories the program needs even as a user who may not reach them on the machine;
+    staging: an empty directory of the agent's where that is prepared."""
+    needs_access = identity.uid != 0 and staging is not None
     script = [
         "set -e",
         f"echo $$ > {shlex.quote(str(cgroup / 'cgroup.procs'))}",
+        'if [ -n "$HOSTNAME" ]; then echo "$HOSTNAME" > /proc/sys/kernel/hostname; fi',  # its own UTS
+        *(_readable_script(list(readable), staging) if needs_access and staging else []),
         *_mount_script(mounts),
         f"{MKDIR} -p {shlex.quote(working_dir)}",
         f"cd {shlex.quote(working_dir)}",
         'exec "$@"',
     ]
-    return [UNSHARE, "--mount", "--", "/bin/sh", "-c", "\n".join(script), "sh", *identity.setpriv(), *argv]
+    return [
+        UNSHARE,
+        "--mount",
+        "--uts",
+        "--",
+        "/bin/sh",
+        "-c",
+        "\n".join(script),
+        "sh",
+        *identity.setpriv(),
+        *argv,
+    ]
 
 
 async def spawn(
@@ -94,11 +149,13 @@ async def spawn(
     env: dict[str, str],
     log: Path,
     cgroup: Path,
+    readable: Sequence[Path] = (),
+    staging: Path | None = None,
 ) -> asyncio.subprocess.Process:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         return await asyncio.create_subprocess_exec(
-            *launch_argv(argv, mounts, working_dir, identity, cgroup),
+            *launch_argv(argv, mounts, working_dir, identity, cgroup, readable, staging),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=out,
             stderr=asyncio.subprocess.STDOUT,
@@ -109,7 +166,7 @@ async def spawn(
 
 def exec_argv(pid: int, argv: list[str], identity: Identity) -> list[str]:
     """argv inside a running container: its mounts, working directory and user (exec probes, hooks)."""
-    return [NSENTER, f"--target={pid}", "--mount", "--wd", "--", *identity.setpriv(), *argv]
+    return [NSENTER, f"--target={pid}", "--mount", "--uts", "--wd", "--", *identity.setpriv(), *argv]
 
 
 def signal_process(pid: int, sig: signal.Signals) -> bool:
