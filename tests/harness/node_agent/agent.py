@@ -13,7 +13,9 @@ running, and the next agent on the same root adopts them.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,7 @@ class NodeAgent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         self.root.mkdir(parents=True, exist_ok=True)
+        lock = _lock_root(self.root)
         kube = KubeClient(credentials_from_kubeconfig(self.config.kubeconfig, self.root / "pki"))
         addresses = AddressPool(self.root / "network.json")
         events = EventRecorder(kube, self.config.node_name)
@@ -107,6 +110,7 @@ class NodeAgent:
                 await log_server.stop()
                 await kube.close()
                 addresses.close()
+                os.close(lock)
 
     def _scan_for_adoption(self) -> dict[str, dict[str, int]]:
         """pod uid -> container -> pid, for container processes a previous agent left running."""
@@ -194,6 +198,17 @@ class NodeAgent:
         leftovers = await asyncio.to_thread(self._cgroups.destroy)
         if leftovers:
             log.warning("killed %d processes that outlived their containers: %s", len(leftovers), leftovers)
+
+
+def _lock_root(root: Path) -> int:
+    """One agent per node directory: two would both run, and kill, the same pods' processes."""
+    fd = os.open(root / "agent.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SystemExit(f"another node agent is running on {root}") from None
+    return fd
 
 
 class _Expired(Exception):
