@@ -28,7 +28,7 @@ from tests.harness.node_agent.probes import ProbeLoop, ProbeTarget, run_probe
 from tests.harness.node_agent.processes import Identity, exit_code, signal_process, spawn
 from tests.harness.node_agent.status import ContainerStatus
 from tests.harness.node_agent.supervision import Supervision
-from tests.harness.node_agent.volumes import PodVolumes
+from tests.harness.node_agent.volumes import Mount, PodVolumes
 
 BACKOFF_INITIAL, BACKOFF_MAX, BACKOFF_RESET_AFTER = 10.0, 300.0, 600.0
 RETRY = 2.0  # a container waiting for its config, or for a program to appear, is tried again this often
@@ -59,6 +59,7 @@ class Launch:
     identity: Identity
     working_dir: str
     readable: tuple[str, ...] = ()
+    own_dir: bool = False  # the working directory is the agent's scratch directory
 
 
 class Backoff:
@@ -202,8 +203,9 @@ class ContainerRunner:
         if missing is not None:
             self._wait("ImageNotRunnableLocally", f'image "{reference}": {missing}', event="Failed")
             return None
+        own_dir = not (self.spec.get("workingDir") or image.working_dir)
         working_dir = self.spec.get("workingDir") or image.working_dir or self._scratch(identity)
-        return Launch(argv, env, identity, working_dir, image.readable)
+        return Launch(argv, env, identity, working_dir, image.readable, own_dir)
 
     def _scratch(self, identity: Identity) -> str:
         """A private writable directory: what the image's root filesystem would give the program."""
@@ -211,6 +213,18 @@ class ContainerRunner:
         directory.mkdir(parents=True, exist_ok=True)
         os.chown(directory, identity.uid, identity.gid)
         return str(directory)
+
+    def _mounts(self, ctx: PodContext, env: dict[str, str]) -> list[Mount]:
+        """The pod's volumes, and a private /tmp unless a volume is mounted there: an image's /tmp is its
+        own, and two pods must not meet in one (health files, sockets)."""
+        mounts = self.rt.volumes.mounts(ctx.pod, self.spec, env)
+        if not any(m.target.rstrip("/") == "/tmp" for m in mounts):
+            tmp = self.rt.scratch_dir / ".tmp" / self.name
+            if not tmp.is_dir():
+                tmp.mkdir(parents=True)
+                tmp.chmod(0o1777)
+            mounts.append(Mount(tmp, "/tmp", read_only=False))
+        return mounts
 
     async def _start(self) -> Supervision | None:
         ctx = self.rt.context()
@@ -222,7 +236,7 @@ class ContainerRunner:
         cgroup = self.rt.cgroups.container(pod_uid, self.name)
         process = await spawn(
             launch.argv,
-            self.rt.volumes.mounts(ctx.pod, self.spec, launch.env),
+            self._mounts(ctx, launch.env),
             launch.working_dir,
             launch.identity,
             launch.env,
@@ -230,6 +244,7 @@ class ContainerRunner:
             cgroup,
             [Path(d) for d in launch.readable],
             self.rt.scratch_dir / ".staging" / self.name,
+            launch.own_dir,
         )
         self.status.restart_count, self._has_run = restart_count, True
         self._reported = ""

@@ -2,7 +2,7 @@
 
 A container runs as
 
-    unshare --mount --uts -- sh -c '<join cgroup>; <mounts>; cd <dir>; exec setpriv <ids> -- "$@"' sh <argv>
+    unshare --mount --uts -- bash -c '<join cgroup>; <mounts>; cd <dir>; exec setpriv <ids> -- "$@"' sh <argv>
 
 so its volumes appear at their mountPath in a private mount namespace (unshare makes the propagation
 private, so nothing leaks to the machine, and the mounts vanish with the last process in the namespace),
@@ -57,19 +57,37 @@ class Identity:
         return [SETPRIV, f"--reuid={self.uid}", f"--regid={self.gid}", groups, *flags, "--"]
 
 
-def _mount_script(mounts: list[Mount]) -> list[str]:
+FIRST_FD = 10  # bash opens the mount sources on fds from here
+
+
+def _open_sources(mounts: list[Mount]) -> tuple[list[str], dict[int, str]]:
+    """Opens every source before anything is mounted: a source under a mountPath (the node's directory
+    sits in /tmp in tests, and each container gets a /tmp of its own) is hidden once that is mounted, but
+    /proc/self/fd/N still leads to it."""
+    lines, sources = [], {}
+    for index, mount in enumerate(mounts):
+        if mount.source.is_dir() or mount.source.is_file():
+            fd = FIRST_FD + index
+            lines.append(f"exec {fd}<{shlex.quote(str(mount.source))}")
+            sources[index] = f"/proc/self/fd/{fd}"
+        else:  # a socket or device from a hostPath cannot be opened like that; it is not hidden either
+            sources[index] = str(mount.source)
+    return lines, sources
+
+
+def _mount_script(mounts: list[Mount], sources: dict[int, str]) -> list[str]:
     lines = []
     # Parents first, so /data/cache lands inside /data; read-only remounts last, so that
     # mountpoints inside a read-only volume's parent can still be made.
-    ordered = sorted(mounts, key=lambda m: m.target.rstrip("/").count("/"))
-    for mount in ordered:
-        source, target = shlex.quote(str(mount.source)), shlex.quote(mount.target)
+    ordered = sorted(enumerate(mounts), key=lambda item: item[1].target.rstrip("/").count("/"))
+    for index, mount in ordered:
+        target = shlex.quote(mount.target)
         if mount.source.is_dir():
             lines.append(f"{MKDIR} -p {target}")
         else:
             lines.append(f'{MKDIR} -p "$({DIRNAME} {target})"; [ -e {target} ] || : > {target}')
-        lines.append(f"{MOUNT} --bind {source} {target}")
-    lines += [f"{MOUNT} -o remount,bind,ro {shlex.quote(m.target)}" for m in ordered if m.read_only]
+        lines.append(f"{MOUNT} --no-canonicalize --bind {shlex.quote(sources[index])} {target}")
+    lines += [f"{MOUNT} -o remount,bind,ro {shlex.quote(m.target)}" for _, m in ordered if m.read_only]
     return lines
 
 
@@ -113,26 +131,33 @@ def launch_argv(
     cgroup: Path,
     readable: Sequence[Path] = (),
     staging: Path | None = None,
+    own_dir: bool = False,
 ) -> list[str]:
     """readable: directories the program needs even as a user who may not reach them on the machine;
-    staging: an empty directory of the agent's where that is prepared."""
-    needs_access = identity.uid != 0 and staging is not None
+    staging: an empty directory of the agent's where that is prepared. own_dir: the working directory is
+    the agent's scratch directory, entered before anything can hide it; a workingDir of the pod's may be
+    inside a volume, so that one is entered once the volumes are there."""
+    opening, sources = _open_sources(mounts)
+    enter = [f"{MKDIR} -p {shlex.quote(working_dir)}", f"cd {shlex.quote(working_dir)}"]
     script = [
         "set -e",
         f"echo $$ > {shlex.quote(str(cgroup / 'cgroup.procs'))}",
         'if [ -n "$HOSTNAME" ]; then echo "$HOSTNAME" > /proc/sys/kernel/hostname; fi',  # its own UTS
-        *(_readable_script(list(readable), staging) if needs_access and staging else []),
-        *_mount_script(mounts),
-        f"{MKDIR} -p {shlex.quote(working_dir)}",
-        f"cd {shlex.quote(working_dir)}",
+        *opening,
+        *(enter if own_dir else []),
+        *(_readable_script(list(readable), staging) if identity.uid != 0 and staging else []),
+        *_mount_script(mounts, sources),
+        *(f"exec {fd.rsplit('/', 1)[1]}<&-" for fd in sources.values() if fd.startswith("/proc/self/fd/")),
+        *([] if own_dir else enter),
         'exec "$@"',
     ]
+    # bash, not sh: dash cannot open file descriptors above 9.
     return [
         UNSHARE,
         "--mount",
         "--uts",
         "--",
-        "/bin/sh",
+        "/bin/bash",
         "-c",
         "\n".join(script),
         "sh",
@@ -151,11 +176,13 @@ async def spawn(
     cgroup: Path,
     readable: Sequence[Path] = (),
     staging: Path | None = None,
+    own_dir: bool = False,
 ) -> asyncio.subprocess.Process:
     log.parent.mkdir(parents=True, exist_ok=True)
+    script = launch_argv(argv, mounts, working_dir, identity, cgroup, readable, staging, own_dir)
     with log.open("ab") as out:
         return await asyncio.create_subprocess_exec(
-            *launch_argv(argv, mounts, working_dir, identity, cgroup, readable, staging),
+            *script,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=out,
             stderr=asyncio.subprocess.STDOUT,
