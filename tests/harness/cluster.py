@@ -26,7 +26,7 @@ from tests.harness.controlplane import STOP_ORDER, ControlPlane
 from tests.harness.local_node import STOP_TIMEOUT, LocalNode
 from tests.harness.net import process_running
 from tests.harness.node_agent.cgroups import NodeCgroups
-from tests.harness.node_agent.log_server import log_files
+from tests.harness.node_agent.logfiles import log_files
 from tests.harness.node_agent.network import unroute_range
 
 STATE_DIR = Path(os.environ.get("MAILTRAIN_CLUSTER_DIR", REPO_ROOT / ".local-cluster")).resolve()
@@ -57,10 +57,13 @@ def up() -> int:
         down()
     started = time.monotonic()
     shutil.rmtree(STATE_DIR / "etcd", ignore_errors=True)  # a new CA each time: no state from an old one
-    plane = ControlPlane(STATE_DIR).start()
+    plane = ControlPlane(STATE_DIR).start(wait_for_controllers=False)
+    node = LocalNode(plane, NODE_DIR)
     try:
-        node = LocalNode(plane, NODE_DIR).start()
+        node.start()  # while the controllers start
+        plane.wait_for_controllers()
     except BaseException:
+        node.stop()
         plane.stop()
         raise
     assert node.process is not None

@@ -143,6 +143,7 @@ class ControlPlane:
     etcd_port: int = field(default_factory=net.free_port)
     api_port: int = field(default_factory=net.free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _health_ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pki = self.root / "pki"
@@ -159,7 +160,9 @@ class ControlPlane:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
-    def start(self) -> ControlPlane:
+    def start(self, wait_for_controllers: bool = True) -> ControlPlane:
+        """wait_for_controllers=False returns once the apiserver is ready, while the controller-manager and
+        the scheduler are still starting: the caller starts a node meanwhile, then waits for them."""
         (self.pki / "ca.crt").write_bytes(self.ca.cert_pem)
         self.ca.serving().write(self.pki, "serving")
         sa = service_account_signing_key()
@@ -175,6 +178,8 @@ class ControlPlane:
             self._start_etcd()
             self._start_apiserver(admin_cert, admin_key)
             self._start_controllers()
+            if wait_for_controllers:
+                self.wait_for_controllers()
         except BaseException:
             self.stop()
             raise
@@ -223,38 +228,40 @@ class ControlPlane:
             )
 
     def _start_controllers(self) -> None:
-        """kube-controller-manager and kube-scheduler, started together and each waited for on /healthz."""
+        """kube-controller-manager and kube-scheduler, started together."""
         cm_kubeconfig = self.kubeconfig_for("system:kube-controller-manager")
         scheduler_kubeconfig = self.kubeconfig_for("system:kube-scheduler")
         scheduler_config = self.root / "kube-scheduler.json"
         scheduler_config.write_text(_scheduler_config(scheduler_kubeconfig))
-        ports = {"kube-controller-manager": net.free_port(), "kube-scheduler": net.free_port()}
-        started = {
-            "kube-controller-manager": self._spawn(
-                "kube-controller-manager",
-                [
-                    str(binaries.controlplane_binary("kube-controller-manager")),
-                    *_controller_manager_args(self.pki, cm_kubeconfig, ports["kube-controller-manager"]),
-                ],
-            ),
-            "kube-scheduler": self._spawn(
-                "kube-scheduler",
-                [
-                    str(binaries.controlplane_binary("kube-scheduler")),
-                    *_scheduler_args(
-                        self.pki, scheduler_config, scheduler_kubeconfig, ports["kube-scheduler"]
-                    ),
-                ],
-            ),
+        ports = self._health_ports = {
+            "kube-controller-manager": net.free_port(),
+            "kube-scheduler": net.free_port(),
         }
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(binaries.controlplane_binary("kube-controller-manager")),
+                *_controller_manager_args(self.pki, cm_kubeconfig, ports["kube-controller-manager"]),
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(binaries.controlplane_binary("kube-scheduler")),
+                *_scheduler_args(self.pki, scheduler_config, scheduler_kubeconfig, ports["kube-scheduler"]),
+            ],
+        )
+
+    def wait_for_controllers(self) -> None:
+        """Until the controller-manager and the scheduler answer on /healthz."""
         context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
-        for name, (proc, log) in started.items():
+        for name, port in self._health_ports.items():
             net.wait_until(
-                lambda port=ports[name]: _http_ok(f"https://{net.LOOPBACK}:{port}/healthz", context),  # type: ignore[misc]
+                lambda p=port: _http_ok(f"https://{net.LOOPBACK}:{p}/healthz", context),  # type: ignore[misc]
                 what=f"{name} /healthz",
                 timeout=STARTUP_TIMEOUT,
-                process=proc,
-                log=log,
+                process=self.processes[name],
+                log=self.root / f"{name}.log",
                 interval=0.1,
             )
 

@@ -21,7 +21,7 @@ from tests.harness.binaries import REPO_ROOT
 from tests.harness.controlplane import STARTUP_TIMEOUT, ControlPlane
 from tests.harness.node_agent.cgroups import NodeCgroups
 from tests.harness.node_agent.images import python_home
-from tests.harness.node_agent.log_server import log_files
+from tests.harness.node_agent.logfiles import log_files
 
 STOP_TIMEOUT = 30.0  # the agent gives each container at most 10 s, then SIGKILL
 # An image for tests and experiments: the venv's python, so `args: [some/program.py]` runs a program

@@ -22,6 +22,8 @@ from typing import BinaryIO
 
 from aiohttp import web
 
+from tests.harness.node_agent.logfiles import log_files
+
 FOLLOW_POLL = 0.2
 
 
@@ -36,12 +38,6 @@ class ServingIdentity:
 class ContainerLogs:
     directory: Path  # <root>/logs/<namespace>_<pod>_<uid>/<container>
     running: Callable[[], bool]
-
-
-def log_files(directory: Path) -> list[Path]:
-    """One file per run of the container, oldest first."""
-    files = [p for p in directory.glob("*.log") if p.stem.isdigit()]
-    return sorted(files, key=lambda p: int(p.stem))
 
 
 def tail(data: bytes, lines: int) -> bytes:

@@ -63,6 +63,7 @@ class NodeRegistration:
         self._kubelet_port = kubelet_port
         self._version = version
         self.capacity = machine_capacity()
+        self._since = now_rfc3339()  # the conditions have held since the agent started
 
     def _node(self) -> dict[str, Any]:
         arch = _ARCH.get(platform.machine(), platform.machine())
@@ -88,7 +89,7 @@ class NodeRegistration:
                 "reason": reason,
                 "message": message,
                 "lastHeartbeatTime": now,
-                "lastTransitionTime": now,
+                "lastTransitionTime": self._since,
             }
 
         return {
