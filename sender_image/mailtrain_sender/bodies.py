@@ -12,6 +12,8 @@ from email import quoprimime
 
 from mailtrain_sender.headers import MAX_LINE
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
 
 def encode_body(text: str) -> tuple[str, bytes]:
     """(transfer encoding, body with CRLF line ends): the standard library's choice, made the same way."""
@@ -32,7 +34,7 @@ def encode_body(text: str) -> tuple[str, bytes]:
         encoded = sniff_qp
     else:
         encoded = quoprimime.body_encode((b"\n".join(lines) + b"\n").decode("latin-1"), MAX_LINE)
-    return "quoted-printable", re.sub(r"\r\n|\r|\n", "\r\n", encoded).encode("ascii")
+    return "quoted-printable", _LINE_END.sub("\r\n", encoded).encode("ascii")
 
 
 # Content-Type and Content-Transfer-Encoding of a part, and the empty line after them.

@@ -98,6 +98,8 @@ def fold_angle_list(name: str, items: Sequence[str]) -> bytes:
     longer than a line, which no receiver decodes there: the unsubscribe link would
     be dead. Here such an item gets a line of its own (lines may have 998 octets).
     """
+    if len(items) == 1 and len(name) + 2 + len(items[0]) <= MAX_LINE:
+        return f"{name}: {items[0]}\r\n".encode("ascii")
     words = [f"{item}," for item in items[:-1]] + list(items[-1:])
     lines = [f"{name}:"]
     for word in words:
