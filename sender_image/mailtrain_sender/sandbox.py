@@ -12,9 +12,10 @@ interrupt. Two layers bound it:
   and ~ (rewritten into `_concat`), every filter, str/bytes/int method calls,
   str.format fields, and printing a container.
 - A budget per template render bounds what piles up across operations: characters
-  built (MAX_WORK) and steps (MAX_STEPS: loop iterations, weighted by the outputs in
-  the loop's body, and calls). Loops are rewritten to pay per iteration, so the
-  budget also bounds how much one render yields.
+  built, or scanned by a method or filter (MAX_WORK), and steps (MAX_STEPS: loop
+  iterations, weighted by the outputs in the loop's body, and calls). Loops are
+  rewritten to pay per iteration, so the budget also bounds how much one render
+  yields. Not charged: comparisons and `in`, which Jinja2 cannot intercept.
 
 The budget lives on the render's EvalContext, which Jinja2 creates afresh for every
 render: renders in different threads share nothing. Exceeding anything raises
@@ -50,7 +51,7 @@ from mailtrain_sender.limits import (
     value_size,
 )
 
-MAX_WORK = 32 << 20  # characters built by one template render, all values together
+MAX_WORK = 32 << 20  # characters built (or scanned by methods and filters) by one template render
 # Steps per template render: a template looping over a thousand order lines uses a few ten thousand;
 # 250,000 take well under a second.
 MAX_STEPS = 250_000
@@ -111,6 +112,8 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             check_printable(arg)
         if check is not None:
             check(*args, **kwargs)
+        if args and isinstance(args[0], str):  # a filter scans its input: `big|wordcount` in a loop costs
+            charge(context.eval_ctx, len(args[0]))
         if takes is _PassArg.context:
             args = (context, *args)
         elif takes is _PassArg.eval_context:
@@ -303,6 +306,8 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, str | bytes | int):
             args = check_method(owner, getattr(__obj, "__name__", ""), args)
+            if not isinstance(owner, int):  # a method scans its string: `big.count(x)` in a loop costs
+                budget.work += len(owner)
         return _check_result(__context.eval_ctx, super().call(__context, __obj, *args, **kwargs))
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:

@@ -18,6 +18,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from mailtrain_sender.layout import Recipient
 from mailtrain_sender.render import CompiledCampaign, RecipientError, message_date
+from mailtrain_sender.sandbox import BoundedEnvironment
 from tests.sender.conftest import campaign_wire
 
 PEAK = 48 << 20  # bytes one refused render may allocate here (the budget allows 32 Mi characters)
@@ -115,6 +116,33 @@ def test_runaway_loops_and_calls_stop_at_the_step_budget(template: str) -> None:
     compiled = CompiledCampaign(campaign_wire("steps", text=template))
     with pytest.raises(RecipientError, match=r"more than 250000 steps|maximum recursion depth"):
         compiled.render(Recipient("a@example.org", "A"), 0)
+
+
+def test_scanning_a_big_value_in_a_loop_pays_for_each_scan() -> None:
+    template = BIG + "{% for i in range(100000) %}{{ b.count('y') }}{{ b|wordcount }}{% endfor %}"
+    compiled = CompiledCampaign(campaign_wire("scan", text=template))
+    with pytest.raises(RecipientError, match="built more than 33554432 characters"):
+        compiled.render(Recipient("a@example.org", "A"), 0)
+
+
+def test_jinja2_still_has_the_hooks_the_sandbox_relies_on() -> None:
+    """Renamed in a future Jinja2, these would silently stop bounding str.format or speeding up output."""
+    from jinja2.compiler import CodeGenerator
+
+    for owner, hook in [
+        (SandboxedEnvironment, "wrap_str_format"),
+        (SandboxedEnvironment, "call_binop"),
+        (SandboxedEnvironment, "intercepted_binops"),
+        (CodeGenerator, "_output_child_pre"),
+        (CodeGenerator, "_output_child_post"),
+        (CodeGenerator, "write_commons"),
+    ]:
+        assert hasattr(owner, hook), (owner, hook)
+    environment = BoundedEnvironment(autoescape=False)
+    plain = str(environment.compile(environment.parse("{{ name }}"), raw=True))
+    assert "(_o if (_o := " in plain and "charged_join" not in plain
+    blocks = str(environment.compile(environment.parse("{% set x %}{{ name }}{% endset %}"), raw=True))
+    assert "concat = environment.charged_join(context.eval_ctx)" in blocks
 
 
 @pytest.mark.parametrize(
