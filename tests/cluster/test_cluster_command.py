@@ -47,31 +47,36 @@ def _routes(cidr: str) -> str:
 def test_cluster_up_runs_pods_and_down_leaves_nothing_behind(tmp_path: Path) -> None:
     directory = tmp_path / "cluster"
     out = _cluster("up", directory).stdout
-    assert f"export KUBECONFIG={directory / 'kubeconfig'}" in out
-    assert f"{directory / 'node' / 'logs'}/<namespace>_<pod>_<uid>/<container>/<restart>.log" in out
-    state = json.loads((directory / "state.json").read_text())
-    pki = directory / "pki"
-    kube = KubeApi(state["server"], pki / "ca.crt", pki / "admin.crt", pki / "admin.key")
+    try:
+        assert f"export KUBECONFIG={directory / 'kubeconfig'}" in out
+        assert f"{directory / 'node' / 'logs'}/<namespace>_<pod>_<uid>/<container>/<restart>.log" in out
+        state = json.loads((directory / "state.json").read_text())
+        pki = directory / "pki"
+        kube = KubeApi(state["server"], pki / "ca.crt", pki / "admin.crt", pki / "admin.key")
 
-    mounted = redis_container(volumeMounts=[{"name": "data", "mountPath": MOUNT_PATH}])
-    kube.create(
-        "/api/v1/namespaces/default/pods", pod("r", [mounted], volumes=[{"name": "data", "emptyDir": {}}])
-    )
-    eventually(
-        lambda: ready(kube.get("/api/v1/namespaces/default/pods/r") or {}), timeout=30, what="pod ready"
-    )
-    cgroups = NodeCgroups(str(directory / "node"))
-    [(_, _, cgroup)] = list(cgroups.containers())
-    pid = cgroups.main_process(cgroup)
-    assert pid is not None
-    volume = str(directory / "node" / "pods")
-    inside = [line for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines() if MOUNT_PATH in line]
-    assert inside, "the container sees its volume at its mountPath"
-    assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if MOUNT_PATH in line]
-    cidr = json.loads((directory / "node" / "network.json").read_text())["cidr"]
-    assert cidr in _routes(cidr)
-
-    _cluster("down", directory)
+        mounted = redis_container(volumeMounts=[{"name": "data", "mountPath": MOUNT_PATH}])
+        kube.create(
+            "/api/v1/namespaces/default/pods", pod("r", [mounted], volumes=[{"name": "data", "emptyDir": {}}])
+        )
+        eventually(
+            lambda: ready(kube.get("/api/v1/namespaces/default/pods/r") or {}), timeout=30, what="pod ready"
+        )
+        cgroups = NodeCgroups(str(directory / "node"))
+        [(_, _, cgroup)] = list(cgroups.containers())
+        pid = cgroups.main_process(cgroup)
+        assert pid is not None
+        volume = str(directory / "node" / "pods")
+        inside = [
+            line for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines() if MOUNT_PATH in line
+        ]
+        assert inside, "the container sees its volume at its mountPath"
+        assert not [
+            line for line in Path("/proc/self/mountinfo").read_text().splitlines() if MOUNT_PATH in line
+        ]
+        cidr = json.loads((directory / "node" / "network.json").read_text())["cidr"]
+        assert cidr in _routes(cidr)
+    finally:  # a failed check must not leave a whole cluster running
+        _cluster("down", directory)
 
     running = {name: p for name, p in state["pids"].items() if process_running(p)}
     assert not running, f"still running after cluster-down: {running}"
