@@ -67,13 +67,13 @@ def test_deleting_a_namespace_with_running_pods_completes(
 
 
 def test_pre_stop_hook_runs_before_sigterm(kube: KubeApi, namespace: str, local_node: LocalNode) -> None:
-    hook = {"exec": {"command": ["/bin/sh", "-c", "kill -USR1 $(cat /run/app/pid)"]}}
+    hook = {"exec": {"command": ["/bin/sh", "-c", "kill -USR1 $(cat /tmp/app/pid)"]}}
     container = program(
         "app",
         "signals.py",
-        "/run/app/pid",
+        "/tmp/app/pid",
         lifecycle={"preStop": hook},
-        volumeMounts=[{"name": "run", "mountPath": "/run/app"}],
+        volumeMounts=[{"name": "run", "mountPath": "/tmp/app"}],
     )
     kube.create(
         f"/api/v1/namespaces/{namespace}/pods",
