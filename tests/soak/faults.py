@@ -228,6 +228,7 @@ class FaultSchedule:
     async def _redis_restart(self, rng: random.Random, crash: bool = False) -> None:
         down_for = rng.uniform(0.2, 3.0)
         self.rig.redis_state = "down"
+        self.ledger.redis_down(time.time())
         if crash:
             await asyncio.to_thread(self.rig.redis.kill)
         else:
@@ -238,6 +239,7 @@ class FaultSchedule:
     async def _redis_start(self) -> bool:
         await asyncio.to_thread(self.rig.redis.start)
         self.rig.redis_state = "up"
+        self.ledger.redis_up(time.time())
         self.ledger.note("redis_started")
         return True
 
@@ -245,6 +247,7 @@ class FaultSchedule:
         # Half of them outlast a lease: every lease in the pool has expired when Redis wakes up.
         long = rng.random() < 0.5
         seconds = rng.uniform(opt.LEASE_TTL + 0.5, 2 * opt.LEASE_TTL) if long else rng.uniform(0.5, 2.0)
+        self.ledger.redis_down(time.time())
         self.rig.redis.pause()
         self.rig.redis_state = "paused"
         self.ledger.record("redis_pause_long" if long else "redis_pause_short", seconds=round(seconds, 2))
@@ -253,6 +256,7 @@ class FaultSchedule:
     async def _redis_resume(self) -> bool:
         self.rig.redis.resume()
         self.rig.redis_state = "up"
+        self.ledger.redis_up(time.time())
         self.ledger.note("redis_resumed")
         return True
 

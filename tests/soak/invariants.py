@@ -68,6 +68,7 @@ class Duplicates:
     needing_explanation: int = 0
     explained: Counter[str] = field(default_factory=Counter)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    each: list[str] = field(default_factory=list)  # "campaign[index] reason", every explained one
     per_kill: dict[str, int] = field(default_factory=dict)  # "worker@time" -> duplicates it explains
 
 
@@ -223,6 +224,7 @@ class Judge:
         reason = self._reason(message)
         if reason is not None:
             self.duplicates.explained[reason.partition(" ")[0]] += 1
+            self.duplicates.each.append(f"{record.wire.id}[{index}] {reason}")
             if reason.startswith("sigkill"):
                 self.duplicates.per_kill[reason.partition(" ")[2]] = (
                     self.duplicates.per_kill.get(reason.partition(" ")[2], 0) + 1

@@ -48,6 +48,7 @@ class Ledger:
     dead: set[str] = field(default_factory=set)  # workers that exited or were told to
     caps: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # worker -> (written, cap)
     throttle: list[tuple[float, float, int]] = field(default_factory=list)  # (written, rate, burst)
+    redis_outages: list[list[float]] = field(default_factory=list)  # [from, until]: paused or down
     violations: list[Violation] = field(default_factory=list)
     sigterms_checked: int = 0
 
@@ -82,15 +83,33 @@ class Ledger:
     def set_cap(self, worker: str, cap: int, at: float | None = None) -> None:
         self.caps.setdefault(worker, []).append((time.time() if at is None else at, cap))
 
+    def redis_down(self, at: float) -> None:
+        self.redis_outages.append([at, math.inf])
+
+    def redis_up(self, at: float) -> None:
+        if self.redis_outages and self.redis_outages[-1][1] == math.inf:
+            self.redis_outages[-1][1] = at
+
+    def transition_end(self, written: float, transition: float) -> float:
+        """`transition` seconds of Redis being up after `written`: a new cap reaches the pool's
+        assignment only through Redis, so time Redis was paused or down does not count."""
+        end = written + transition
+        for start, until in sorted(self.redis_outages):
+            if start < end and until > written:
+                end += until - max(start, written)  # inf while the outage lasts
+        return end
+
     def cap_allowed(self, worker: str, at: float, transition: float) -> float:
         """The highest cap the worker may be holding to at `at` (inf = unlimited, cap 0)."""
         allowed = -1.0
         history = self.caps.get(worker, [])
         for i, (written, cap) in enumerate(history):
             value = math.inf if cap == 0 else float(cap)
-            next_written = history[i + 1][0] if i + 1 < len(history) else math.inf
+            next_end = (
+                self.transition_end(history[i + 1][0], transition) if i + 1 < len(history) else math.inf
+            )
             # In force from when it was written until the next one has had time to take over.
-            if written <= at < next_written + transition:
+            if written <= at < next_end:
                 allowed = max(allowed, value)
         return allowed if allowed >= 0 else math.inf
 

@@ -122,7 +122,7 @@ class CampaignOperations:
         alive = self.rig.fleet.alive()
         if not alive:
             return
-        targets = alive if pool_wide else [rng.choice(alive)]
+        only = None if pool_wide else rng.choice(alive)
         change: dict[str, Any] = {}
         if "cap" in what:
             change["queue"] = {"maxParallelCampaigns": cap}
@@ -131,6 +131,6 @@ class CampaignOperations:
         if what == "throttle":
             change["smtp"] = {"throttling": {"messagesPerSecond": rate, "burst": burst}}
             self.ledger.throttle.append((time.time(), rate, burst))
-        self.rig.rewrite_config(change, targets)
-        target = "pool" if pool_wide else targets[0].worker_id
+        self.rig.rewrite_config(change, only)
+        target = "pool" if only is None else only.worker_id
         self.ledger.record(f"config_reload_{what}", target, change=change)

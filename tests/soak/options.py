@@ -23,6 +23,7 @@ SMTP_TIMEOUT = 4.0
 SHUTDOWN_GRACE = 10.0
 CONFIG_POLL = 1.0  # mailtrain_sender.reload.POLL_INTERVAL: how late a sender notices a rewritten file
 
+BURST = 10  # the throttle's burst at the start
 POOL = "soak"
 SENDER_DOMAIN = "acme.example"  # Message-IDs are <campaign.index@SENDER_DOMAIN>
 
@@ -33,7 +34,7 @@ def sender_settings(rate: float, cap: int) -> dict[str, Any]:
         "smtp": {
             "maxConnections": 4,
             "timeout": SMTP_TIMEOUT,
-            "throttling": {"messagesPerSecond": rate, "burst": 10},
+            "throttling": {"messagesPerSecond": rate, "burst": BURST},
             # Enough attempts that the relay's random 4xx rarely exhaust them; short backoffs so a
             # retried recipient does not hold a campaign open past the soak's deadline.
             "retry": {"maxAttempts": 8, "backoff": 0.2, "maxBackoff": 2.0},
@@ -65,7 +66,8 @@ SLOW_REPLY_SLACK = 0.25
 # lease runs out (leaseTtl), and a transaction already started may take up to smtp.timeout.
 DELETE_GRACE = LEASE_TTL + SMTP_TIMEOUT + 1.0
 # Caps: after a rewritten sender.toml the old cap holds until the sender reads the file and its next
-# rebalance; both caps are allowed meanwhile.
+# rebalance; both caps are allowed meanwhile, a time that does not count while Redis is paused or down
+# (the new cap reaches the assignment only through Redis).
 CAP_RELOAD_TRANSITION = CONFIG_POLL + 2 * REBALANCE_INTERVAL + 0.5
 # A campaign taken from a process may still carry its live leases while the process winds it down:
 # transactions in flight finish (smtp.timeout), and a lease whose release failed runs out (leaseTtl).

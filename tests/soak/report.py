@@ -28,6 +28,7 @@ NOTES = [
     "message meets which fault, since that depends on timing.",
 ]
 MAX_LISTED = 200  # violations printed in full; the rest are counted
+MAX_EXPLAINED = 20_000  # explained duplicates listed one by one in report.json
 
 
 @dataclass
@@ -35,8 +36,12 @@ class SoakReport:
     passed: bool
     data: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> str:
-        return json.dumps(self.data, indent=2, default=str)
+    def to_json(self, brief: bool = False) -> str:
+        """brief: without the list of every explained duplicate (report.json has it)."""
+        data = self.data
+        if brief:
+            data = {**data, "duplicates": {k: v for k, v in data["duplicates"].items() if k != "each"}}
+        return json.dumps(data, indent=2, default=str)
 
     def summary(self) -> str:
         kinds = Counter(v["invariant"] for v in self.data.get("violations", []))
@@ -122,6 +127,7 @@ def build_report(
             "unexplained": tallies.get("duplicates", {}).get("violations", 0),
             "per_sigkill": judge.duplicates.per_kill,
             "examples": judge.duplicates.examples,
+            "each": judge.duplicates.each[:MAX_EXPLAINED],
         },
         "violation_count": len(violations),
         "violations": violations[:MAX_LISTED],

@@ -57,7 +57,7 @@ class SoakRig:
         )
         self.sampling_client = Redis.from_url(self.redis.url, socket_timeout=1, socket_connect_timeout=1)
         self.publisher = Publisher(self.client)
-        self.ledger.throttle.append((time.time(), self.options.rate, 10))
+        self.ledger.throttle.append((time.time(), self.options.rate, opt.BURST))
 
     def next_worker_id(self) -> str:
         return f"sender-{len(self.fleet.processes)}"  # how SenderFleet numbers them
@@ -73,12 +73,16 @@ class SoakRig:
     def pool_settings(self) -> dict[str, Any]:
         return copy.deepcopy(self.fleet.defaults)
 
-    def rewrite_config(self, change: dict[str, Any], processes: list[SenderProcess]) -> None:
-        """A sender.toml change, for the given processes (the whole pool: also future processes)."""
-        if {p.worker_id for p in processes} >= {p.worker_id for p in self.fleet.alive()}:
+    def rewrite_config(self, change: dict[str, Any], only: SenderProcess | None = None) -> None:
+        """A sender.toml change for one process, or for the pool: every process, also those starting
+        (whose file is written again when they start) and those started later."""
+        if only is None:
             self.fleet.defaults = merge(self.fleet.defaults, change)
+            targets = [p for p in self.fleet.processes if p.process is None or p.process.poll() is None]
+        else:
+            targets = [only]
         now = time.time()
-        for process in processes:
+        for process in targets:
             process.write_config(merge(process.settings, change))
             if "queue" in change:
                 self.ledger.set_cap(process.worker_id, int(change["queue"]["maxParallelCampaigns"]), at=now)

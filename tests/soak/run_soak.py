@@ -21,6 +21,7 @@ import contextlib
 import random
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -49,10 +50,15 @@ async def run_soak(options: opt.SoakOptions) -> SoakReport:
     rig = SoakRig(workdir, options, ledger)
     seconds: dict[str, float] = {}
     sampler_task: asyncio.Task[None] | None = None
+    began = phase = time.monotonic()
+    main_task = asyncio.current_task()
+    if main_task is not None:  # SIGTERM (a timeout, a CI cancel) stops every process, as Ctrl-C does
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
         await asyncio.to_thread(rig.start)
         for _ in range(options.processes):
             await asyncio.to_thread(rig.start_sender)
+        seconds["setup"] = time.monotonic() - phase
         rng = random.Random(options.seed)
         operations = CampaignOperations(rig)
         schedule = FaultSchedule(rig, operations, rng)
@@ -81,6 +87,7 @@ async def run_soak(options: opt.SoakOptions) -> SoakReport:
     judge = Judge(ledger, messages, relay_faults, evidence)
     judge.judge()
     throttle = check_throttle(transactions, ledger.throttle, ledger.started_at)
+    seconds["total"] = time.monotonic() - began
     report = build_report(
         options=options,
         ledger=ledger,
@@ -193,8 +200,12 @@ def parse_args(argv: list[str] | None = None) -> opt.SoakOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    report = run_soak_sync(parse_args(argv))
-    print(report.to_json())
+    try:
+        report = run_soak_sync(parse_args(argv))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("soak: interrupted; every process it started is stopped", flush=True)
+        return 2
+    print(report.to_json(brief=True))
     print(report.summary(), flush=True)
     return 0 if report.passed else 1
 

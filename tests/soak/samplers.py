@@ -13,7 +13,8 @@ Two rules per live process and sample (dead processes keep stale entries until t
               wound down: transactions in flight finish, leases are released or run out)
 
 The cap is maxParallelCampaigns as written into that process's sender.toml, and both the old and
-the new cap during CAP_RELOAD_TRANSITION after a rewrite (0 = unlimited). A missed sample (Redis
+the new cap during CAP_RELOAD_TRANSITION after a rewrite, not counting time Redis was paused or down
+(0 = unlimited). A missed sample (Redis
 paused or down) is counted as skipped, not judged.
 """
 
