@@ -60,3 +60,7 @@ clean:  ## Remove the venv and caches in the checkout (the binary cache is kept)
 .PHONY: bench-sender
 bench-sender: setup  ## Sender benchmark: one JSON line per figure, each against a baseline run alongside
 	@PYTHONPATH=sender_image $(PY) -m bench.bench_sender $(BENCH_ARGS)
+
+.PHONY: soak
+soak: venv system-packages  ## Fault-injection soak of the sender pool: make soak [DURATION=1800] [SEED=n] [SOAK_ARGS=...]
+	@$(PY) -m tests.soak.run_soak --duration $(or $(DURATION),90) $(if $(SEED),--seed $(SEED)) $(SOAK_ARGS)
