@@ -1,12 +1,18 @@
-"""Acknowledgements, written to Redis in batches every `ackInterval`.
+"""Acknowledgements: outcomes gathered in memory, written to Redis by group commit.
 
-A message counts as done only once its bit is set in Redis. Writing each bit
-on its own would cost a Redis command per message; here one tick writes every
-acknowledgement gathered since the last one, one BITFIELD per campaign and
-bitmap, in one round trip. The price is bounded and stated: after a crash, only
-messages the relay accepted within the last `ackInterval` can go out again.
+A message counts as done only once its bit is set in Redis. Writing each bit on
+its own would cost a Redis call per message; here the writer flushes whatever
+has gathered as soon as its previous write returned, but no more often than
+every `ackInterval` (5 ms by default). One write is one round trip: one
+`record_outcomes.lua` call per campaign, pipelined. So the window in which a
+crash can duplicate a message the relay already accepted is one interval plus
+one round trip, at most a few milliseconds, while a busy process makes at most
+200 writes a second, however many messages it sends.
 
-Chunk completions ride on the same tick, after the bits they depend on.
+Chunk completions ride on the same write, after the bits they depend on. If
+Redis cannot be reached, everything is kept and written when it can be; the
+amount kept is bounded, because connections stop taking jobs (`room()`) while
+more than `MAX_UNWRITTEN` outcomes wait.
 """
 
 from __future__ import annotations
@@ -18,120 +24,152 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from mailtrain_sender.layout import Store
-from mailtrain_sender.metrics import Metrics
+from mailtrain_sender.layout import Lease, Outcomes, Store
+from mailtrain_sender.outage import RedisOutage
 
 log = logging.getLogger(__name__)
 
+MAX_UNWRITTEN = 50_000
+_RETRY_MIN, _RETRY_MAX = 0.05, 1.0  # seconds between write attempts while Redis fails
+
+# Called once the completion is written: (the claim still owned the chunk, the campaign's state).
+CompletionDone = Callable[[bool, str], None]
+
 
 @dataclass
-class _CampaignAcks:
-    sent: list[int] = field(default_factory=list)
-    failed: dict[int, str] = field(default_factory=dict)
-    invalid: list[int] = field(default_factory=list)
-    deferred: int = 0
-
-    def merge(self, other: _CampaignAcks) -> None:
-        self.sent += other.sent
-        self.failed.update(other.failed)
-        self.invalid += other.invalid
-        self.deferred += other.deferred
-
-
-@dataclass(frozen=True)
-class Completion:
-    campaign: str
-    chunk: int
+class _Campaign:
     chunks: int
-    # Called with (we still owned the chunk, completed chunks of the campaign).
-    done: Callable[[bool, int], None]
+    outcomes: Outcomes = field(default_factory=Outcomes)
+    callbacks: list[CompletionDone] = field(default_factory=list)
+
+    def merge(self, newer: _Campaign) -> None:
+        self.outcomes.merge(newer.outcomes)
+        self.callbacks += newer.callbacks
 
 
 class AckBuffer:
-    def __init__(self, store: Store, worker: str, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        store: Store,
+        worker: str,
+        outage: RedisOutage,
+        interval: Callable[[], float],
+        lease_ttl_ms: Callable[[], int],
+    ) -> None:
         self._store = store
         self._worker = worker
-        self._metrics = metrics
-        self._acks: dict[str, _CampaignAcks] = {}
-        self._completions: list[Completion] = []
+        self._outage = outage
+        self._interval = interval
+        self._lease_ttl_ms = lease_ttl_ms
+        self._pending: dict[str, _Campaign] = {}
+        self._count = 0
         self._lock = asyncio.Lock()
-        self._failing = False  # log a Redis outage once, and its end once, not every tick
+        self._wanted = asyncio.Event()  # something waits to be written
+        self._room = asyncio.Event()  # fewer than MAX_UNWRITTEN outcomes wait
+        self._room.set()
 
-    def _for(self, campaign: str) -> _CampaignAcks:
-        acks = self._acks.get(campaign)
-        if acks is None:
-            acks = self._acks[campaign] = _CampaignAcks()
-        return acks
+    def _for(self, campaign: str, chunks: int) -> Outcomes:
+        entry = self._pending.get(campaign)
+        if entry is None:
+            entry = self._pending[campaign] = _Campaign(chunks)
+        self._count += 1
+        if self._count >= MAX_UNWRITTEN:
+            self._room.clear()
+        self._wanted.set()
+        return entry.outcomes
 
-    def sent(self, campaign: str, index: int) -> None:
-        self._for(campaign).sent.append(index)
+    def sent(self, campaign: str, chunks: int, index: int) -> None:
+        self._for(campaign, chunks).sent.append(index)
 
-    def failed(self, campaign: str, index: int, reply: str) -> None:
-        self._for(campaign).failed[index] = reply[:500]
+    def failed(self, campaign: str, chunks: int, index: int, reply: str) -> None:
+        self._for(campaign, chunks).failed[index] = reply
 
-    def invalid(self, campaign: str, index: int) -> None:
-        self._for(campaign).invalid.append(index)
+    def invalid(self, campaign: str, chunks: int, index: int, reason: str) -> None:
+        self._for(campaign, chunks).invalid[index] = reason
 
-    def deferred(self, campaign: str) -> None:
-        self._for(campaign).deferred += 1
+    def deferred(self, campaign: str, chunks: int) -> None:
+        self._for(campaign, chunks).deferred += 1
 
-    def complete(self, completion: Completion) -> None:
-        self._completions.append(completion)
+    def ambiguous(self, campaign: str, chunks: int) -> None:
+        self._for(campaign, chunks).ambiguous += 1
+
+    def complete(self, campaign: str, chunks: int, lease: Lease, done: CompletionDone) -> None:
+        self._for(campaign, chunks).complete.append(lease)
+        self._pending[campaign].callbacks.append(done)
 
     @property
     def pending(self) -> bool:
-        return bool(self._acks or self._completions)
+        return bool(self._pending)
+
+    async def room(self) -> None:
+        """Wait while too many outcomes are unwritten (Redis down): backpressure on sending."""
+        await self._room.wait()
 
     async def flush(self) -> bool:
-        """Write everything gathered so far. False (and kept for the next try) if Redis failed."""
+        """Write everything gathered so far. False (and all kept for the next try) if Redis failed."""
         async with self._lock:
-            if not self.pending:
+            if not self._pending:
                 return True
-            acks, self._acks = self._acks, {}
-            completions, self._completions = self._completions, []
+            batch, self._pending = self._pending, {}
+            count, self._count = self._count, 0
             try:
-                # shield: a shutdown that cancels the flusher must not lose acknowledgements half-written.
-                await asyncio.shield(self._write(acks))
-            except RedisError as exc:
-                self._restore(acks, completions)
-                self._metrics.redis_error("ack")
-                if not self._failing:
-                    log.warning("acknowledgements not written yet (%s); keeping them and retrying", exc)
-                self._failing = True
-                return False
-            if self._failing:
-                log.info("acknowledgements written again")
-                self._failing = False
-            for i, completion in enumerate(completions):
-                try:
-                    owned, completed = await asyncio.shield(
-                        self._store.complete_chunk(
-                            completion.campaign, self._worker, completion.chunk, completion.chunks
-                        )
+                # shield: a shutdown that cancels the writer must not lose a write half-way.
+                recorded = await asyncio.shield(
+                    self._store.record_outcomes(
+                        self._worker,
+                        self._lease_ttl_ms(),
+                        {c: (entry.outcomes, entry.chunks) for c, entry in batch.items()},
                     )
-                except RedisError as exc:
-                    self._completions[:0] = completions[i:]
-                    self._metrics.redis_error("complete")
-                    log.warning("chunk completion not written yet (%s); retrying", exc)
+                )
+            except BaseException as exc:
+                self._restore(batch, count)
+                if isinstance(exc, RedisError):
+                    self._outage.failed("ack", exc)
                     return False
-                completion.done(owned, completed)
-            return True
+                raise  # a bug: the supervisor logs it and starts the writer again
+            self._outage.ok()
+            if self._count < MAX_UNWRITTEN:
+                self._room.set()
+        for campaign, entry in batch.items():
+            result = recorded[campaign]
+            owned = result.owned or (False,) * len(entry.callbacks)
+            for done, was_owned in zip(entry.callbacks, owned, strict=True):
+                done(was_owned, result.state)
+        return True
 
-    async def _write(self, acks: dict[str, _CampaignAcks]) -> None:
-        pipe = self._store.client.pipeline(transaction=False)
-        for campaign, a in acks.items():
-            Store.queue_acks(pipe, campaign, a.sent, a.failed, a.invalid, a.deferred)
-        await pipe.execute()
-
-    def _restore(self, acks: dict[str, _CampaignAcks], completions: list[Completion]) -> None:
-        for campaign, a in acks.items():
-            newer = self._acks.get(campaign)
-            self._acks[campaign] = a
+    def _restore(self, batch: dict[str, _Campaign], count: int) -> None:
+        for campaign, entry in batch.items():
+            newer = self._pending.get(campaign)
+            self._pending[campaign] = entry
             if newer is not None:
-                a.merge(newer)
-        self._completions[:0] = completions
+                entry.merge(newer)
+        self._count += count
+        self._wanted.set()
 
-    async def run(self, interval: Callable[[], float]) -> None:
+    async def flush_until(self, deadline: float) -> bool:
+        """Keep trying until written or `deadline` (loop time) passes (shutdown, a campaign handed over)."""
+        loop = asyncio.get_running_loop()
+        delay = _RETRY_MIN
+        while not await self.flush():
+            if loop.time() + delay > deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(_RETRY_MAX, delay * 2)
+        return True
+
+    async def run(self) -> None:
+        """Group commit: write as soon as the previous write returned, at most every `ackInterval`."""
+        loop = asyncio.get_running_loop()
+        delay = _RETRY_MIN
         while True:
-            await asyncio.sleep(interval())
-            await self.flush()
+            await self._wanted.wait()
+            self._wanted.clear()
+            started = loop.time()
+            if not await self.flush():
+                await asyncio.sleep(delay)
+                delay = min(_RETRY_MAX, delay * 2)
+                continue
+            delay = _RETRY_MIN
+            spacing = self._interval() - (loop.time() - started)
+            if spacing > 0:
+                await asyncio.sleep(spacing)

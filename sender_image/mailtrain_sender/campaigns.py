@@ -1,286 +1,425 @@
-"""One campaign as one process works on it: lease chunks, queue their recipients, account for each.
+"""One campaign as one process works on it: lease chunks, render their messages, account for each.
 
 A `CampaignRunner` exists while the pool's assignment gives the campaign to this
-process. It holds at most `_CHUNKS_AHEAD` chunks at a time, puts their recipients
-(minus those already done, after a takeover) on the process's shared queue, and
-records each outcome. A chunk is complete when every recipient in it is
-acknowledged; then it is marked complete in Redis and the next one is claimed.
+process. It leases chunks (at most `_CHUNKS_AHEAD` with work to do at once; a
+chunk whose only recipients left wait for a retry does not count), renders their
+messages a batch at a time off the event loop, and keeps a few ready for the
+dispatcher, which takes them in turn with the process's other campaigns. It
+records each outcome; a chunk whose recipients all have one is completed in
+Redis. A recipient to retry later waits in the runner while its chunk's lease is
+renewed, and nothing else waits for it.
 
-Safety against double sending rests on one rule: a job is sent only while its
-chunk's lease is known to be valid locally (`deadline`, taken from the clock
-*before* the claim or renewal was sent, minus a margin). Another process can
-take the chunk over only after the lease expired in Redis, by which time this
-one has stopped sending from it.
+Anything wrong with the campaign as a whole (a template that does not compile, a
+sender address that cannot be used, missing or corrupt data) fails the campaign
+in Redis with the reason, once: it is never a restart loop, and it never burns
+the recipients one by one.
+
+The runner talks to its process only through `RunnerContext`: plain values and
+callables, so it can be built and tested on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from mailtrain_sender import addresses
-from mailtrain_sender.acks import Completion
-from mailtrain_sender.layout import ChunkClaim, Inactive, Recipient, bit_is_set
-from mailtrain_sender.render import CampaignError, CompiledCampaign, RecipientError, message_date
-from mailtrain_sender.smtp_pool import Envelope, Job, Outcome
-
-if TYPE_CHECKING:
-    from mailtrain_sender.worker import Worker
+from mailtrain_sender.acks import AckBuffer
+from mailtrain_sender.chunks import ChunkState, SendJob, lease_margin
+from mailtrain_sender.layout import (
+    ACTIVE,
+    FAILED,
+    CampaignWire,
+    ChunkClaim,
+    ChunkFormatError,
+    Inactive,
+    Recipient,
+    Store,
+    bit_is_set,
+    decode_chunk,
+)
+from mailtrain_sender.metrics import Metrics
+from mailtrain_sender.outage import RedisOutage
+from mailtrain_sender.render import CampaignError, CompiledCampaign
+from mailtrain_sender.renderer import RenderPool
+from mailtrain_sender.smtp_pool import Envelope, Outcome
 
 log = logging.getLogger(__name__)
 
-_CHUNKS_AHEAD = 2  # the chunk being sent and the next one, so the queue never runs dry between chunks
-_IDLE_POLL = 0.5  # no chunk free right now: others hold the rest, or leases are about to expire
+_CHUNKS_AHEAD = 2  # chunks with work to do held at once: the one being sent and the next
+_BATCH = 32  # messages per hand-over to a render thread
+_READY_BYTES = 8 << 20  # rendered bytes held per campaign, whatever the message size
+_IDLE_POLL = 0.5  # no chunk free right now (others hold the rest), or Redis failed: look again after this
 
 
-def lease_margin(ttl: float) -> float:
-    """Stop sending from a chunk this long before its lease would expire in Redis."""
-    return min(2.0, ttl / 4)
+@dataclass(frozen=True)
+class RunnerSettings:
+    lease_ttl: float
+    max_attempts: int
+    backoff: float
+    max_backoff: float
+    ready_cap: int  # rendered messages held ready
 
 
-@dataclass(eq=False, slots=True)
-class ChunkState:
-    chunk: int
-    outstanding: int
-    deadline: float  # time.monotonic() after which this process must not send from the chunk
-    lost: bool = False
+@dataclass(frozen=True)
+class RunnerContext:
+    """What a runner needs from its process."""
 
-
-class SendJob(Job):
-    __slots__ = ("attempts", "chunk", "index", "recipient", "runner")
-
-    def __init__(self, runner: CampaignRunner, chunk: ChunkState, index: int, recipient: Recipient) -> None:
-        self.runner = runner
-        self.chunk = chunk
-        self.index = index
-        self.recipient = recipient
-        self.attempts = 0
-
-    def prepare(self) -> Envelope | tuple[Outcome, str]:
-        return self.runner.prepare(self)
-
-    def finish(self, outcome: Outcome, reply: str) -> None:
-        self.runner.finish(self, outcome, reply)
+    worker_id: str
+    store: Store
+    acks: AckBuffer
+    renderer: RenderPool
+    outage: RedisOutage
+    metrics: Metrics
+    settings: Callable[[], RunnerSettings]
+    relay_wait: Callable[[], float]  # seconds until the relay is tried again, while it is unreachable
+    jobs_ready: Callable[[], None]  # tell the dispatcher there are jobs
+    ended: Callable[[CampaignRunner], None]  # the runner stopped on its own (a state, a failure, a crash)
 
 
 class CampaignRunner:
-    def __init__(self, worker: Worker, campaign: str) -> None:
-        self.worker = worker
+    def __init__(self, ctx: RunnerContext, campaign: str) -> None:
+        self.ctx = ctx
         self.id = campaign
         self.name = campaign
         self.active = True
+        self.state = ACTIVE  # the campaign's state as last seen: why the runner ended
+        self.crashed = False
         self.chunks: dict[int, ChunkState] = {}
-        self.in_flight = 0  # jobs taken off the queue and not finished yet
-        self._idle = asyncio.Event()  # set while in_flight == 0
+        self._ready: deque[SendJob] = deque()
+        self._ready_bytes = 0
+        self._suspended: list[SendJob] = []  # taken while their lease was unconfirmed; back once renewed
+        self._retries: list[tuple[float, int, SendJob]] = []  # (due, tie-breaker, job)
+        self._order = itertools.count()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # set while no job is in a connection's hands
         self._idle.set()
+        self._in_hand = 0
+        self._no_chunk_until = 0.0
         self._compiled: CompiledCampaign | None = None
-        self._campaign_error: str | None = None
         self._total_chunks = 0
         self._chunk_size = 0
-        self._chunk_freed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.log = logging.LoggerAdapter(log, {"campaign": campaign})
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"campaign-{self.id}")
 
-    # -- claiming ----------------------------------------------------------------------------------------
-
     async def _run(self) -> None:
         try:
             if await self._load():
-                await self._claim_loop()
+                await self._produce()
         except asyncio.CancelledError:
             raise
-        except Exception:  # keep the process alive; the coordinator will start the campaign again
+        except Exception:  # a bug: the process lives on, and the coordinator starts the campaign again later
             self.log.exception("campaign runner failed")
-            self.active = False
+            self.crashed = True
+            self._end(self.state)
+
+    def _end(self, state: str) -> None:
+        self.state = state
+        if self.active:
+            self.stop()
+            self.ctx.ended(self)
+
+    # -- loading -----------------------------------------------------------------------------------------
 
     async def _load(self) -> bool:
         while self.active:
             try:
-                wire = await self.worker.store.load_campaign(self.id)
+                state, meta = await self.ctx.store.load_campaign(self.id)
             except RedisError as exc:
-                self.worker.redis_error("load", exc)
+                self.ctx.outage.failed("load", exc)
                 await asyncio.sleep(_IDLE_POLL)
                 continue
-            if wire is None:
-                self.log.info("campaign has no data in Redis; skipping it")
-                self.active = False
+            self.ctx.outage.ok()
+            if state != ACTIVE:
+                self.log.info("campaign is %s; not working on it", state)
+                self._end(state)
                 return False
+            if meta is None:
+                await self._fail("the campaign's description (meta) is missing from Redis")
+                return False
+            return await self._prepare(meta)
+        return False
+
+    async def _prepare(self, meta: bytes) -> bool:
+        try:
+            wire = CampaignWire.model_validate_json(meta)
             self.name, self._total_chunks, self._chunk_size = wire.name, wire.chunks, wire.chunk_size
             self.log = logging.LoggerAdapter(log, {"campaign": wire.name})
-            try:
-                self._compiled = CompiledCampaign(wire)
-            except CampaignError as exc:
-                # Every recipient fails with this reason: visible in progress, nothing silently skipped.
-                self._campaign_error = str(exc)
-                self.log.error("campaign cannot be rendered: %s", exc)
-            return True
-        return False
+            if wire.chunk_size <= 0 or wire.chunk_size % 8:
+                raise CampaignError(f"chunkSize {wire.chunk_size} is not a positive multiple of 8")
+            self._compiled = await self.ctx.renderer.compile(wire)
+        except CampaignError as exc:
+            await self._fail(str(exc))
+            return False
+        except Exception as exc:  # whatever else is wrong with it, it is the campaign's problem, once
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            await self._fail(f"the campaign cannot be prepared: {type(exc).__name__}: {first_line}")
+            return False
+        return True
 
-    async def _claim_loop(self) -> None:
-        cfg = self.worker.config.worker
+    async def _fail(self, reason: str) -> None:
+        self.log.error("campaign failed: %s", reason)
+        self.ctx.metrics.campaign_failures.inc()
         while self.active:
-            if sum(1 for c in self.chunks.values() if c.outstanding) >= _CHUNKS_AHEAD:
-                self._chunk_freed.clear()
-                await self._chunk_freed.wait()
-                continue
-            started = time.monotonic()
-            ttl = cfg.lease_ttl
             try:
-                claim = await self.worker.store.claim_chunk(
-                    self.id, self.worker.id, int(ttl * 1000), self._chunk_size
-                )
+                await self.ctx.store.fail_campaign(self.id, reason)
+                break
             except RedisError as exc:
-                self.worker.redis_error("claim", exc)
+                self.ctx.outage.failed("fail", exc)
                 await asyncio.sleep(_IDLE_POLL)
-                continue
-            if isinstance(claim, Inactive):
-                self.log.info("campaign is %s; stopping work on it", claim.state)
-                self.active = False
-                if claim.state == "completed":
-                    await self.worker.retire(self.id)
-                return
-            if not isinstance(claim, ChunkClaim):
-                await asyncio.sleep(_IDLE_POLL)
-                continue
-            await self._queue_chunk(claim, started + ttl - lease_margin(ttl))
+        self._end(FAILED)
 
-    async def _queue_chunk(self, claim: ChunkClaim, deadline: float) -> None:
-        if claim.chunk in self.chunks:  # our own expired lease, claimed back: just refresh it
-            self.chunks[claim.chunk].deadline = deadline
+    # -- producing jobs ------------------------------------------------------------------------------------
+
+    async def _produce(self) -> None:
+        while self.active:
+            now = time.monotonic()
+            self._promote_retries(now)
+            batch = self._next_batch()
+            if batch:
+                await self._render(batch)
+                continue
+            if now >= self._no_chunk_until and sum(c.busy for c in self.chunks.values()) < _CHUNKS_AHEAD:
+                await self._claim()
+                continue
+            self._wake.clear()
+            wait = self._no_chunk_until - now if self._no_chunk_until > now else _IDLE_POLL
+            if self._retries:
+                wait = min(wait, self._retries[0][0] - now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.001, wait))
+
+    def _next_batch(self) -> list[tuple[ChunkState, int, Recipient]]:
+        room = self.ctx.settings().ready_cap - len(self._ready)
+        if room <= 0 or self._ready_bytes >= _READY_BYTES:
+            return []
+        batch: list[tuple[ChunkState, int, Recipient]] = []
+        for chunk in self.chunks.values():
+            while chunk.pending and len(batch) < min(room, _BATCH):
+                index, recipient = chunk.pending.popleft()
+                batch.append((chunk, index, recipient))
+        return batch
+
+    async def _render(self, batch: list[tuple[ChunkState, int, Recipient]]) -> None:
+        assert self._compiled is not None
+        try:
+            results = await self.ctx.renderer.render(self._compiled, [(i, r) for _, i, r in batch])
+        except CampaignError as exc:
+            await self._fail(str(exc))
             return
-        if claim.previous_owner and claim.previous_owner != self.worker.id:
-            self.worker.metrics.takeovers.inc()
+        for (chunk, index, _), result in zip(batch, results, strict=True):
+            if chunk.lost or not self.active:
+                continue  # left unacknowledged: whoever has the chunk next sends it
+            if isinstance(result, Envelope):
+                self._ready.append(SendJob(self, chunk, index, result))
+                self._ready_bytes += len(result.message)
+            else:
+                self._record(chunk, index, *result)
+        self.ctx.jobs_ready()
+
+    async def _claim(self) -> None:
+        s = self.ctx.settings()
+        started = time.monotonic()
+        try:
+            claim = await self.ctx.store.claim_chunk(
+                self.id, self.ctx.worker_id, int(s.lease_ttl * 1000), self._chunk_size
+            )
+        except RedisError as exc:
+            self.ctx.outage.failed("claim", exc)
+            self._no_chunk_until = time.monotonic() + _IDLE_POLL
+            return
+        self.ctx.outage.ok()
+        if isinstance(claim, Inactive):
+            self.log.info("campaign is %s; stopping work on it", claim.state)
+            self._end(claim.state)
+        elif not isinstance(claim, ChunkClaim):
+            self._no_chunk_until = time.monotonic() + _IDLE_POLL
+        else:
+            await self._take_chunk(claim, started + s.lease_ttl - lease_margin(s.lease_ttl))
+
+    async def _take_chunk(self, claim: ChunkClaim, deadline: float) -> None:
+        known = self.chunks.get(claim.chunk)
+        if known is not None and not known.lost:
+            # Our own lease expired unrenewed and we claimed it back: what we know in memory
+            # (outcomes not yet written) is newer than Redis's bits, so keep it.
+            known.token, known.deadline = claim.token, deadline
+            return
+        try:
+            recipients = decode_chunk(claim.payload)
+        except ChunkFormatError as exc:
+            await self._fail(f"chunk {claim.chunk} is corrupt: {exc}")
+            return
+        if claim.previous_owner and claim.previous_owner != self.ctx.worker_id:
+            self.ctx.metrics.takeovers.inc()
             self.log.info("took chunk %d over from %s", claim.chunk, claim.previous_owner)
         first = claim.chunk * self._chunk_size
-        todo = [(i, r) for i, r in enumerate(claim.recipients) if not bit_is_set(claim.done_bits, i)]
-        state = ChunkState(claim.chunk, len(todo), deadline)
-        self.chunks[claim.chunk] = state
+        todo = deque((first + i, r) for i, r in enumerate(recipients) if not bit_is_set(claim.done_bits, i))
+        chunk = ChunkState(claim.chunk, claim.token, deadline, todo, outstanding=len(todo))
+        self.chunks[claim.chunk] = chunk
         if not todo:
-            self._complete(state)
-            return
-        for offset, recipient in todo:
-            if not self.may_send(state):
-                return
-            await self.worker.queue.put(SendJob(self, state, first + offset, recipient))
+            self._complete(chunk)
+
+    # -- the SMTP pool's side ------------------------------------------------------------------------------
+
+    def take(self) -> SendJob | None:
+        """The dispatcher's turn for this campaign: its next ready job, if any."""
+        if not self.active:
+            return None
+        now = time.monotonic()
+        while self._ready:
+            job = self._ready.popleft()
+            self._ready_bytes -= len(job.envelope.message)
+            if job.chunk.lost:
+                continue  # the chunk is someone else's now
+            if now >= job.chunk.deadline:
+                self._suspended.append(job)  # until a renewal confirms the lease
+                continue
+            job.chunk.in_hand += 1
+            self._in_hand += 1
+            self._idle.clear()
+            if len(self._ready) <= self.ctx.settings().ready_cap // 2:
+                self._wake.set()
+            return job
+        self._wake.set()
+        return None
 
     def may_send(self, chunk: ChunkState) -> bool:
-        """Whether a job of this chunk may still be sent. A chunk whose lease could not be
-        renewed in time (Redis unreachable) is abandoned: its lease expires in Redis and
-        whoever claims it next, this process included, skips the recipients already done."""
-        if self.active and not chunk.lost and time.monotonic() < chunk.deadline:
-            return True
-        if self.active and not chunk.lost:
-            chunk.lost = True
-            self.chunks.pop(chunk.chunk, None)
-            self.worker.metrics.lease_expiries.inc()
-            self.log.warning("lease on chunk %d not renewed in time; leaving the chunk", chunk.chunk)
-            self._chunk_freed.set()
-        return False
+        """Right before MAIL FROM."""
+        return self.active and not chunk.lost and time.monotonic() < chunk.deadline
 
-    # -- sending -----------------------------------------------------------------------------------------
-
-    def prepare(self, job: SendJob) -> Envelope | tuple[Outcome, str]:
-        if not self.may_send(job.chunk):
-            return Outcome.DROP, "no longer ours to send"
-        self.in_flight += 1
-        self._idle.clear()
-        if self._campaign_error is not None or self._compiled is None:
-            return Outcome.FAILED, self._campaign_error or "campaign not loaded"
-        try:
-            address = addresses.normalize(job.recipient.email)
-        except addresses.InvalidAddressError as exc:
-            return Outcome.INVALID, str(exc)
-        recipient = Recipient(address, job.recipient.name, job.recipient.vars)
-        try:
-            rendered = self._compiled.render(recipient, job.index)
-        except RecipientError as exc:
-            return Outcome.FAILED, str(exc)
-        message = self._compiled.build(rendered, message_date())
-        return Envelope(self._compiled.wire.sender.address, recipient.email, message)
-
-    def finish(self, job: SendJob, outcome: Outcome, reply: str) -> None:
-        if outcome is not Outcome.DROP:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
-        acks, metrics = self.worker.acks, self.worker.metrics
-        retry = self.worker.config.smtp.retry
-        if outcome is Outcome.RETRY:
-            job.attempts += 1
-            if job.attempts >= retry.max_attempts:
-                outcome, reply = Outcome.FAILED, f"{reply} (after {job.attempts} attempts)"
-            else:
-                delay = min(retry.max_backoff, retry.backoff * 2 ** (job.attempts - 1))
-                self.worker.requeue_later(job, delay)
-                return
-        if outcome is Outcome.DEFER:
-            acks.deferred(self.id)
-            metrics.outcome(self.name, "deferred").inc()
-            self.worker.requeue_later(job, max(1.0, self.worker.relay_wait()))
-            return
+    def finish(self, job: SendJob, outcome: Outcome, reply: str, ambiguous: bool) -> None:
+        chunk = job.chunk
+        chunk.in_hand -= 1
+        self._in_hand -= 1
+        if self._in_hand == 0:
+            self._idle.set()
+        if ambiguous:
+            self.ctx.acks.ambiguous(self.id, self._total_chunks)
         if outcome is Outcome.DROP:
+            if self.active and not chunk.lost:
+                self._ready.appendleft(job)
+                self._ready_bytes += len(job.envelope.message)
+                self.ctx.jobs_ready()
             return
+        if outcome is Outcome.RETRY:
+            s = self.ctx.settings()
+            job.attempts += 1
+            if job.attempts < s.max_attempts:
+                self._retry_later(job, min(s.max_backoff, s.backoff * 2 ** (job.attempts - 1)))
+                return
+            outcome, reply = Outcome.FAILED, f"{reply} (after {job.attempts} attempts)"
+        elif outcome is Outcome.DEFER:
+            self.ctx.acks.deferred(self.id, self._total_chunks)
+            self.ctx.metrics.outcome(self.name, "deferred").inc()
+            self._retry_later(job, max(1.0, self.ctx.relay_wait()))
+            return
+        self._record(chunk, job.index, outcome, reply)
+
+    def _retry_later(self, job: SendJob, delay: float) -> None:
+        if not self.active or job.chunk.lost:
+            return  # unacknowledged: whoever has the chunk next tries it
+        job.chunk.waiting += 1
+        heapq.heappush(self._retries, (time.monotonic() + delay, next(self._order), job))
+        self._wake.set()
+
+    def _promote_retries(self, now: float) -> None:
+        while self._retries and self._retries[0][0] <= now:
+            job = heapq.heappop(self._retries)[2]
+            job.chunk.waiting -= 1
+            if not job.chunk.lost:
+                self._ready.appendleft(job)
+                self._ready_bytes += len(job.envelope.message)
+                self.ctx.jobs_ready()
+
+    def _record(self, chunk: ChunkState, index: int, outcome: Outcome, reason: str) -> None:
+        """A final outcome. Recorded even when the chunk was lost or the runner stopped: it is true."""
+        acks, chunks = self.ctx.acks, self._total_chunks
         if outcome is Outcome.SENT:
-            acks.sent(self.id, job.index)
+            acks.sent(self.id, chunks, index)
         elif outcome is Outcome.INVALID:
-            acks.invalid(self.id, job.index)
+            acks.invalid(self.id, chunks, index, reason)
         else:
-            acks.failed(self.id, job.index, reply)
-            self.log.info("recipient %d failed: %s", job.index, reply)
-        metrics.outcome(self.name, outcome.value).inc()
-        job.chunk.outstanding -= 1
-        if job.chunk.outstanding == 0:
-            self._complete(job.chunk)
+            acks.failed(self.id, chunks, index, reason)
+            self.log.debug("recipient %d failed: %s", index, reason)
+        self.ctx.metrics.outcome(self.name, outcome.value).inc()
+        chunk.outstanding -= 1
+        if chunk.outstanding == 0 and not chunk.lost:
+            self._complete(chunk)
 
     def _complete(self, chunk: ChunkState) -> None:
-        def done(owned: bool, completed: int) -> None:
-            self.chunks.pop(chunk.chunk, None)
-            self._chunk_freed.set()
-            if completed >= self._total_chunks:
-                self.worker.spawn(self.worker.retire(self.id))
+        chunk.completing = True
 
-        self.worker.acks.complete(Completion(self.id, chunk.chunk, self._total_chunks, done))
+        def done(owned: bool, state: str) -> None:
+            if self.chunks.get(chunk.chunk) is chunk:
+                del self.chunks[chunk.chunk]
+            if state != ACTIVE:  # completed by this write, or paused, failed, deleted meanwhile
+                self._end(state)
+            self._wake.set()
+
+        self.ctx.acks.complete(self.id, self._total_chunks, chunk.lease, done)
 
     # -- leases and stopping ------------------------------------------------------------------------------
 
-    def held_chunks(self) -> list[int]:
-        return [c.chunk for c in self.chunks.values() if not c.lost]
+    def leases(self) -> list[tuple[int, int]]:
+        return [c.lease for c in self.chunks.values() if not c.lost]
 
-    def renewed(self, started: float, ttl: float, state: str, lost: set[int]) -> None:
-        for chunk in self.chunks.values():
-            if chunk.chunk in lost:
-                if not chunk.lost:
-                    self.worker.metrics.lease_expiries.inc()
-                    self.log.warning("lease on chunk %d expired and was taken over; dropping it", chunk.chunk)
+    def renewed(self, started: float, ttl: float, state: str, lost: set[int] | None) -> None:
+        """A renewal's answer: confirm the leases we still hold, drop those we lost."""
+        deadline = started + ttl - lease_margin(ttl)
+        for chunk in list(self.chunks.values()):
+            if chunk.lost:
+                continue
+            if lost is not None and chunk.chunk not in lost:
+                chunk.deadline = max(chunk.deadline, deadline)
+            elif not chunk.completing:  # a completion just written also removes the lease
                 chunk.lost = True
-            else:
-                chunk.deadline = started + ttl - lease_margin(ttl)
-        for chunk in [c for c in self.chunks.values() if c.lost]:
-            self.chunks.pop(chunk.chunk, None)
-        if state != "active":
+                chunk.pending.clear()
+                del self.chunks[chunk.chunk]
+                self.ctx.metrics.lease_expiries.inc()
+                self.log.warning("lease on chunk %d was taken over or ended; leaving the chunk", chunk.chunk)
+        now = time.monotonic()
+        still, self._suspended = self._suspended, []
+        for job in still:
+            if not job.chunk.lost and now < job.chunk.deadline:
+                self._ready.appendleft(job)
+                self._ready_bytes += len(job.envelope.message)
+            elif not job.chunk.lost:
+                self._suspended.append(job)
+        if state != ACTIVE:
             self.log.info("campaign is %s; stopping work on it", state)
-            self.active = False
-        self._chunk_freed.set()
+            self._end(state)
+        self._wake.set()
+        self.ctx.jobs_ready()
 
-    async def stop(self, grace: float) -> None:
-        """Stop sending: queued jobs drop themselves, jobs in flight finish (up to `grace`)."""
+    def stop(self) -> None:
+        """Stop sending (moved to another process, paused, shutting down): jobs not begun are dropped
+        and stay unacknowledged; jobs in flight finish and are recorded."""
         self.active = False
-        self._chunk_freed.set()
-        if self._task is not None:
+        self._ready.clear()
+        self._ready_bytes = 0
+        self._suspended.clear()
+        for _, _, job in self._retries:
+            job.chunk.waiting -= 1
+        self._retries.clear()
+        self._wake.set()
+        if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), grace)
 
-    @property
-    def done(self) -> bool:
-        return self._task is not None and self._task.done() and not self.active
+    async def drained(self) -> None:
+        """Wait until no job of this runner is in a connection's hands."""
+        await self._idle.wait()
+
+    def releasable(self) -> list[tuple[int, int]]:
+        """Leases that may go back to the pool: no transaction in flight, no completion pending."""
+        return [c.lease for c in self.chunks.values() if not c.lost and not c.in_hand and not c.completing]

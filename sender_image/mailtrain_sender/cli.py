@@ -4,7 +4,8 @@
     mailtrain-sender --config ... --check                    exec probe: exit 0 if this pod's worker is alive
     mailtrain-sender --config ... --validate                 check the file and exit
 
-Exit codes: 0 done (or healthy), 1 unhealthy or failed, 2 bad configuration.
+Exit codes: 0 done (or healthy), 1 unhealthy or failed, 2 bad configuration (this file, or a
+Redis that evicts keys).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from mailtrain_sender.config import ConfigError, Secrets, SenderConfig, load_con
 from mailtrain_sender.endpoints import serve
 from mailtrain_sender.layout import Store
 from mailtrain_sender.reload import watch_config
-from mailtrain_sender.worker import Worker, redis_client
+from mailtrain_sender.worker import FatalError, Worker, redis_client
 
 log = logging.getLogger("mailtrain_sender")
 DEFAULT_CONFIG = "/etc/mailtrain/sender.toml"
@@ -112,4 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.check:
         sys.exit(_check(config, secrets))
     logs.setup(config.worker.log_format, config.worker.log_level, config.worker_id)
-    sys.exit(asyncio.run(_run(args.config, config, secrets)))
+    try:
+        sys.exit(asyncio.run(_run(args.config, config, secrets)))
+    except FatalError as exc:
+        log.error("%s", exc)
+        print(f"mailtrain-sender: {exc}", file=sys.stderr)
+        sys.exit(EXIT_BAD_CONFIG)

@@ -34,6 +34,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _SECRET_KEYS = {"password", "pass", "username", "user", "secret", "token"}
+_SECRET_VARIABLES = {  # section -> where its secrets come from instead
+    "RedisSection": "MAILTRAIN_REDIS_PASSWORD",
+    "SmtpSection": "MAILTRAIN_SMTP_USERNAME and MAILTRAIN_SMTP_PASSWORD",
+}
 
 
 def to_seconds(value: Any) -> Any:
@@ -58,9 +62,10 @@ class Section(BaseModel):
         if isinstance(data, dict):
             for key in data:
                 if str(key).lower() in _SECRET_KEYS:
+                    where = _SECRET_VARIABLES.get(cls.__name__, "the environment (see docs/sender.md)")
                     raise ValueError(
-                        f"{key!r} is a secret and does not belong in sender.toml; "
-                        "set it through the environment (see the docs: MAILTRAIN_SMTP_PASSWORD, ...)"
+                        f"{key!r} is a secret and does not belong in sender.toml; set it through {where} "
+                        "(or the same name with _FILE appended, for a mounted Secret)"
                     )
         return data
 
@@ -107,9 +112,12 @@ class RetrySection(Section):
     # Attempts per recipient on transient failures (4xx, dropped connection,
     # timeout) before it counts as failed. A relay that cannot be reached at all
     # does not use up attempts: its recipients are deferred and retried.
-    max_attempts: int = Field(default=5, ge=1, le=100)
-    backoff: Seconds = 2.0
-    max_backoff: Seconds = 300.0
+    # The defaults outlast greylisting, which asks a sender to come back after 1 to
+    # 5 minutes (postgrey: 5): tries after 1, 2, 4, 8 and 10 minutes, 25 in all. A
+    # recipient waiting for its retry holds up nobody else.
+    max_attempts: int = Field(default=6, ge=1, le=100)
+    backoff: Seconds = 60.0
+    max_backoff: Seconds = 600.0
 
 
 class SmtpSection(Section):
@@ -139,12 +147,15 @@ class WorkerSection(Section):
     lease_ttl: Seconds = 10.0
     # How often a process re-checks its share of campaigns; bounds how fast a new campaign starts.
     rebalance_interval: Seconds = 0.5
-    # Acknowledgements are written at most this long after the relay accepted a
-    # message: after a crash only messages younger than this can go out twice.
-    ack_interval: Seconds = 0.05
+    # Acknowledgements are written as soon as the previous write returned, but at
+    # most once per this interval: after a crash, only messages the relay accepted
+    # within this interval plus one Redis round trip can go out twice.
+    ack_interval: Seconds = 0.005
     # SIGTERM: stop claiming, finish what is in flight for at most this long, release leases.
+    # The pod's terminationGracePeriodSeconds must be longer.
     shutdown_grace: Seconds = 20.0
-    # Recipients per SMTP transaction queue per process; bounds memory and what a pause must skip.
+    # Messages rendered ahead of sending, all campaigns of the process together (each
+    # campaign gets its share, at most 256); bounds memory and what a pause must skip.
     queue_size: int = Field(default=1000, ge=1)
     listen: str = "0.0.0.0:9090"
     log_format: Literal["text", "json"] = "text"
@@ -160,10 +171,33 @@ class SenderConfig(Section):
     worker: WorkerSection = WorkerSection()
 
     @model_validator(mode="after")
-    def _single_process_without_redis(self) -> SenderConfig:
+    def _consistent(self) -> SenderConfig:
+        w = self.worker
         if not self.redis.enabled and self.queue.processes != 1:
             raise ValueError(
                 "queue.processes must be 1 when redis.enabled is false: several processes need a shared Redis"
+            )
+        if w.id is not None and self.queue.processes > 1:
+            raise ValueError(
+                "worker.id must not be set when queue.processes > 1: every pod reads the same file, so "
+                "every process would have the same id (leave it out; each pod uses its own name)"
+            )
+        # The heartbeat (every rebalanceInterval) lives for one leaseTtl: a process must
+        # beat several times per TTL, or a slow call makes the pool declare it dead.
+        if w.rebalance_interval > w.lease_ttl / 4:
+            raise ValueError(
+                f"worker.rebalanceInterval ({w.rebalance_interval:g}s) must be at most a quarter of "
+                f"worker.leaseTtl ({w.lease_ttl:g}s)"
+            )
+        if w.ack_interval > w.lease_ttl / 10:
+            raise ValueError(
+                f"worker.ackInterval ({w.ack_interval:g}s) must be at most a tenth of "
+                f"worker.leaseTtl ({w.lease_ttl:g}s)"
+            )
+        if w.shutdown_grace < w.rebalance_interval:
+            raise ValueError(
+                f"worker.shutdownGrace ({w.shutdown_grace:g}s) must be at least "
+                f"worker.rebalanceInterval ({w.rebalance_interval:g}s)"
             )
         return self
 

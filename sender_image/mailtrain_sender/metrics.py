@@ -92,6 +92,25 @@ class Metrics:
             ["pool", "result"],
             registry=r,
         )
+        self.ambiguous = Counter(
+            "mailtrain_sender_smtp_ambiguous",
+            "Transactions whose final dot went out but whose reply never came (timeout, dropped "
+            "connection, shutdown): the relay may have accepted them, so they may be delivered twice.",
+            ["pool"],
+            registry=r,
+        ).labels(pool)
+        self.loop_restarts = Counter(
+            "mailtrain_sender_loop_restarts",
+            "Background loops restarted after an unexpected error (see the log for the traceback).",
+            ["pool", "loop"],
+            registry=r,
+        )
+        self.campaign_failures = Counter(
+            "mailtrain_sender_campaign_failures",
+            "Campaigns this process failed for a campaign-level error (the reason is in Redis and the log).",
+            ["pool"],
+            registry=r,
+        ).labels(pool)
         self.live_workers = Gauge(
             "mailtrain_sender_pool_workers",
             "Live processes in the pool, as this one last saw them.",

@@ -1,8 +1,11 @@
 """The operator's side of the Redis layout: publish campaigns, steer them, read progress.
 
-A campaign becomes visible to senders only when it enters the pool's registry,
-which is the last step of `publish`; a publish interrupted half-way is simply
-done again (every write is idempotent).
+A campaign becomes visible to senders only once its state key exists (written
+after every recipient) and it is in the pool's registry (the last step). So a
+publish interrupted anywhere is redone in full, and one that finished only
+misses its registration, which the next call adds. Pause and resume are
+compare-and-set on the state, so neither can overwrite a completion; each also
+repairs the registry when a previous call was interrupted half-way.
 """
 
 from __future__ import annotations
@@ -14,10 +17,15 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from mailtrain_sender.layout import (
+    ACTIVE,
+    COMPLETED,
+    MISSING,
+    PAUSED,
     CampaignKeys,
     CampaignWire,
     PoolKeys,
     Recipient,
+    Store,
     encode_chunk,
     registry_score,
     text,
@@ -30,7 +38,7 @@ _CHUNKS_PER_ROUND_TRIP = 64
 
 @dataclass(frozen=True)
 class Progress:
-    state: str  # active | paused | completed | missing (deleted, or lost with Redis)
+    state: str  # active | paused | completed | failed | missing (deleted, or lost with Redis)
     total: int
     chunks: int
     sent: int
@@ -38,6 +46,8 @@ class Progress:
     invalid: int
     deferred: int
     completed_chunks: list[tuple[int, int]] = field(default_factory=list)  # inclusive ranges
+    reason: str = ""  # why the campaign failed (state "failed")
+    ambiguous: int = 0  # transactions whose final reply never came: each may have been delivered twice
 
     @property
     def pending(self) -> int:
@@ -57,6 +67,11 @@ def to_ranges(numbers: Iterable[int]) -> list[tuple[int, int]]:
 
 def from_ranges(ranges: Iterable[tuple[int, int]]) -> set[int]:
     return {n for first, last in ranges for n in range(first, last + 1)}
+
+
+def in_ranges(n: int, ranges: list[tuple[int, int]]) -> bool:
+    """Membership without expanding the ranges: a checkpoint's ranges come from outside."""
+    return any(first <= n <= last for first, last in ranges)
 
 
 def _done_bytes(count: int) -> bytes:
@@ -86,6 +101,7 @@ async def _batches(
 class Publisher:
     def __init__(self, client: Redis) -> None:
         self.client = client
+        self._store = Store(client)
 
     async def publish(
         self,
@@ -100,21 +116,27 @@ class Publisher:
         completed_chunks and carried are for `republish`: those chunks are stored
         as already sent (their done bits set) and not queued again.
         """
-        existing = await self.client.get(CampaignKeys(campaign.id).meta)
-        if existing is not None:
-            return CampaignWire.model_validate_json(existing)
+        k = CampaignKeys(campaign.id)
+        state, meta = await self.client.mget([k.state, k.meta])
+        if state is not None:  # published before: at most its registration is missing
+            published = campaign if meta is None else CampaignWire.model_validate_json(meta)
+            if text(state) == ACTIVE:
+                await self._register(published, only_if_missing=True)
+            return published
         size = campaign.chunk_size
         if size <= 0 or size % 8:
             raise ValueError("chunk_size must be a positive multiple of 8")
-        skip = from_ranges(completed_chunks)
-        k = CampaignKeys(campaign.id)
+        skip = [(first, last) for first, last in completed_chunks if first <= last]
+        # No state yet: nothing was sent, so whatever an interrupted publish left is rewritten.
+        await self.client.delete(*k.all())
         pipe = self.client.pipeline(transaction=False)
-        total = chunk = 0
+        total = chunk = skipped = 0
         async for batch in _batches(recipients, size):
             pipe.hset(k.rcpt, str(chunk), encode_chunk(batch))
-            if chunk in skip:
+            if in_ranges(chunk, skip):
                 pipe.setrange(k.done, chunk * size // 8, _done_bytes(len(batch)))
                 pipe.zadd(k.completed, {str(chunk): chunk})
+                skipped += 1
             else:
                 pipe.zadd(k.todo, {str(chunk): chunk})
             total += len(batch)
@@ -125,10 +147,11 @@ class Publisher:
         pipe.set(k.meta, published.dumps())
         if carried:
             pipe.hset(k.counts, mapping={f"carried_{name}": n for name, n in carried.items()})
-        # An empty campaign is complete at once; it never enters the registry.
-        pipe.set(k.state, "active" if chunk > len(skip) else "completed")
+        # The state comes last: senders ignore a campaign without one. An empty campaign
+        # (or one whose checkpoint covers every chunk) is complete at once and never registered.
+        pipe.set(k.state, ACTIVE if chunk > skipped else COMPLETED)
         await pipe.execute()
-        if chunk > len(skip):
+        if chunk > skipped:
             await self._register(published)
         return published
 
@@ -142,39 +165,50 @@ class Publisher:
         """Publish again after Redis lost the keys, minus the chunks the checkpoint says are complete.
 
         carried: counts (failed, invalid) of those chunks, so progress stays true.
+        Checkpoint ranges beyond the recipients are ignored.
         """
         return await self.publish(campaign, recipients, completed_chunks=completed_chunks, carried=carried)
 
-    async def _register(self, campaign: CampaignWire) -> None:
+    async def _register(self, campaign: CampaignWire, *, only_if_missing: bool = False) -> None:
         score = registry_score(campaign.priority, campaign.created_ms)
-        await self.client.zadd(PoolKeys(campaign.pool).registry, {campaign.id: score})
+        await self.client.zadd(PoolKeys(campaign.pool).registry, {campaign.id: score}, nx=only_if_missing)
 
     async def pause(self, campaign: CampaignWire) -> bool:
-        """Stop handing out chunks; senders drop what they queued and release their leases."""
-        k = CampaignKeys(campaign.id)
-        if await self.client.get(k.state) != b"active":
-            return False
-        await self.client.set(k.state, "paused")
-        await self.client.zrem(PoolKeys(campaign.pool).registry, campaign.id)
-        return True
+        """Stop handing out chunks; senders drop what they queued and release their leases.
+
+        True if this call paused it. Calling it again on a paused campaign finishes an
+        interrupted pause (the registry entry), and never touches a finished one.
+        """
+        found = await self._store.swap_state(campaign.id, ACTIVE, PAUSED)
+        if found in (ACTIVE, PAUSED):
+            await self.client.zrem(PoolKeys(campaign.pool).registry, campaign.id)
+        return found == ACTIVE
 
     async def resume(self, campaign: CampaignWire) -> bool:
-        k = CampaignKeys(campaign.id)
-        if await self.client.get(k.state) != b"paused":
-            return False
-        await self.client.set(k.state, "active")
-        await self._register(campaign)  # the same score: it keeps its place in the order
-        return True
+        """True if this call resumed it; on an active campaign it only repairs the registry."""
+        found = await self._store.swap_state(campaign.id, PAUSED, ACTIVE)
+        if found in (PAUSED, ACTIVE):
+            await self._register(campaign, only_if_missing=True)  # the same score: its place in line
+        return found == PAUSED
+
+    async def reprioritize(self, campaign: CampaignWire, priority: int) -> bool:
+        """Move a waiting or running campaign in the order; no effect on a paused or finished one."""
+        score = registry_score(priority, campaign.created_ms)
+        changed = await self.client.zadd(
+            PoolKeys(campaign.pool).registry, {campaign.id: score}, xx=True, ch=True
+        )
+        return bool(changed)
 
     async def delete(self, campaign_id: str, pool: str) -> None:
-        """Cancel and remove every key of the campaign. Senders notice at their next lease renewal."""
+        """Cancel and remove every key of the campaign. Senders notice at their next lease renewal,
+        and nothing they write afterwards brings a key back."""
         await self.client.zrem(PoolKeys(pool).registry, campaign_id)
         await self.client.delete(*CampaignKeys(campaign_id).all())
 
     cancel = delete
 
     async def failures(self, campaign_id: str) -> dict[int, str]:
-        """The last SMTP reply (or reason) for each recipient that failed, by recipient index."""
+        """The last SMTP reply (or reason) for each recipient that failed or was invalid, by index."""
         raw = await self.client.hgetall(CampaignKeys(campaign_id).replies)
         return {int(index): text(reply) for index, reply in raw.items()}
 
@@ -188,15 +222,16 @@ class Publisher:
         pipe.bitcount(k.invalid)
         pipe.hgetall(k.counts)
         pipe.zrange(k.completed, 0, -1)
-        meta, state, done, failed, invalid, counts, completed = await pipe.execute()
+        pipe.get(k.reason)
+        meta, state, done, failed, invalid, counts, completed, reason = await pipe.execute()
         if meta is None:
-            return Progress("missing", 0, 0, 0, 0, 0, 0)
+            return Progress(MISSING if state is None else text(state), 0, 0, 0, 0, 0, 0)
         wire = CampaignWire.model_validate_json(meta)
-        count = {key.decode(): int(value) for key, value in counts.items()}
+        count = {text(key): int(value) for key, value in counts.items()}
         failed += count.get("carried_failed", 0)
         invalid += count.get("carried_invalid", 0)
         return Progress(
-            state=state.decode() if state else "missing",
+            state=MISSING if state is None else text(state),
             total=wire.total,
             chunks=wire.chunks,
             sent=max(0, done - failed - invalid),
@@ -204,4 +239,6 @@ class Publisher:
             invalid=invalid,
             deferred=count.get("deferred", 0),
             completed_chunks=to_ranges(int(c) for c in completed),
+            reason="" if reason is None else text(reason),
+            ambiguous=count.get("ambiguous", 0),
         )

@@ -1,17 +1,22 @@
 """The SMTP connection pool: `maxConnections` connections that each send in turn.
 
-Each connection is a task that takes the next job from the process's shared
-queue, waits for a pool-wide throttle token, and sends. So with N connections
-N transactions are in flight at once, which is what bounds throughput on a relay
-with real latency (N / (4 x RTT) messages per second for MAIL, RCPT, DATA and
-the body). A connection is replaced after `maxMessages` messages.
+Each connection is a task that takes the next job from the dispatcher (the
+process's campaigns in turn, see dispatch.py), connects if it must, waits for a
+pool-wide throttle token, asks the job whether it may still be sent (its chunk's
+lease is still valid) right before MAIL FROM, and sends. So with N connections N
+transactions are in flight at once. A connection is replaced after
+`maxMessages` messages, and kept after a refused recipient when the relay's
+reply left it in a known state.
 
 Failures are sorted by who is at fault:
-  * the relay cannot be reached (connect, TLS or AUTH fails): nobody's recipient
-    is to blame, so the job is deferred and retried without using its attempts;
+  * the relay cannot be reached (connect, TLS, EHLO or AUTH fails): nobody's
+    recipient is to blame, so the job is deferred without using its attempts;
   * a 4xx reply, a dropped connection or a timeout mid-transaction: transient,
     retried with backoff while the recipient has attempts left;
   * a 5xx reply: permanent, the recipient counts as failed with the reply kept.
+A transaction whose final dot went out but whose reply never came is ambiguous:
+the relay may have accepted it, so trying again may deliver it twice. Those are
+counted (`mailtrain_sender_smtp_ambiguous_total`); see docs/sender.md.
 """
 
 from __future__ import annotations
@@ -21,26 +26,30 @@ import contextlib
 import logging
 import ssl
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 import aiosmtplib
 
-from mailtrain_sender import pipelining
+from mailtrain_sender import transaction
 from mailtrain_sender.config import Secrets, SmtpSection
 from mailtrain_sender.metrics import Metrics
 from mailtrain_sender.throttle import Throttle
 
 log = logging.getLogger(__name__)
+# While the relay cannot be reached, connection attempts back off from 0.5 s to 30 s.
+_RELAY_BACKOFF_MIN, _RELAY_BACKOFF_MAX = 0.5, 30.0
 
 
 class Outcome(Enum):
     SENT = "sent"
     FAILED = "failed"  # permanent, or out of attempts
-    INVALID = "invalid"  # never sent: the address is not valid
+    INVALID = "invalid"  # never sent: the recipient's address or data is not valid
     RETRY = "retry"  # transient: try again later, one attempt used
     DEFER = "defer"  # the relay is unreachable: try again later, no attempt used
-    DROP = "drop"  # not ours to send any more (paused, lease lost, shutting down): not acknowledged
+    DROP = "drop"  # not sent and not tried: the job's owner decides what becomes of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,17 +59,20 @@ class Envelope:
     message: bytes
 
 
-class Job:
-    """One recipient of one campaign on its way through the pool (see campaigns.py)."""
+class Job(Protocol):
+    """One recipient on its way through the pool (campaigns.SendJob)."""
 
-    __slots__ = ()
+    @property
+    def envelope(self) -> Envelope: ...
 
-    def prepare(self) -> Envelope | tuple[Outcome, str]:
-        """The envelope to send, or an outcome decided without sending (invalid, dropped)."""
-        raise NotImplementedError
+    def begin(self) -> bool:
+        """Asked right before MAIL FROM: may this message still be sent?"""
 
-    def finish(self, outcome: Outcome, reply: str) -> None:
-        raise NotImplementedError
+    def finish(self, outcome: Outcome, reply: str, *, ambiguous: bool = False) -> None: ...
+
+
+class JobQueue(Protocol):
+    async def get(self) -> Job: ...
 
 
 @dataclass(slots=True)
@@ -69,19 +81,20 @@ class _Connection:
     generation: int = 0  # SmtpPool._generation when it connected
     sent: int = 0  # messages on this connection, for maxMessages
     pipelined: bool = False  # RFC 2920: the relay offered PIPELINING and it is enabled
+    job: Job | None = None  # the job in hand, finished as dropped if the task is cancelled
+    progress: transaction.Progress = field(default_factory=transaction.Progress)
 
 
 class RelayUnavailableError(Exception):
     """Connecting, TLS or AUTH failed: the relay, not the recipient, is the problem."""
 
 
-def classify(exc: BaseException) -> tuple[Outcome, str]:
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
-        first = exc.recipients[0]
-        return (Outcome.FAILED if first.code >= 500 else Outcome.RETRY), f"{first.code} {first.message}"
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return (Outcome.FAILED if exc.code >= 500 else Outcome.RETRY), f"{exc.code} {exc.message}"
-    return Outcome.RETRY, f"{type(exc).__name__}: {exc}"
+def outcome_of(result: transaction.Result) -> Outcome:
+    if result.sent:
+        return Outcome.SENT
+    if result.code >= 500:
+        return Outcome.FAILED
+    return Outcome.RETRY  # 4xx, no reply at all, or a reply that made no sense
 
 
 class SmtpPool:
@@ -90,14 +103,16 @@ class SmtpPool:
         settings: SmtpSection,
         secrets: Secrets,
         helo_name: str,
-        queue: asyncio.Queue[Job],
+        jobs: JobQueue,
         throttle: Throttle,
         metrics: Metrics,
+        gate: Callable[[], Awaitable[None]],
     ) -> None:
         self.settings = settings
         self._secrets = secrets
         self._helo = settings.helo_name or helo_name
-        self._queue = queue
+        self._jobs = jobs
+        self._gate = gate  # waits while too many acknowledgements are unwritten
         self._throttle = throttle
         self._metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
@@ -128,6 +143,8 @@ class SmtpPool:
         self.resize(settings.max_connections)
 
     def resize(self, size: int) -> None:
+        if self._closing:
+            return
         self._tasks = [t for t in self._tasks if not t.done()]
         while len(self._tasks) < size:
             slot = len(self._tasks)
@@ -135,8 +152,8 @@ class SmtpPool:
         # Extra connections notice their slot is gone and exit after their current message.
 
     async def close(self, grace: float) -> None:
-        """Stop taking jobs; let transactions in flight finish for at most `grace` seconds."""
-        self.resize(0)
+        """Stop taking jobs; let transactions in flight finish for at most `grace` seconds, then cut
+        them off (their jobs finish as dropped, ambiguous if the final dot had gone out)."""
         self._closing = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace)
@@ -193,24 +210,28 @@ class SmtpPool:
         try:
             await client.connect()
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-            retry = self.settings.retry
-            self._relay_backoff = min(retry.max_backoff, max(retry.backoff / 4, self._relay_backoff * 2))
+            first = self._relay_backoff == 0
+            self._relay_backoff = min(_RELAY_BACKOFF_MAX, max(_RELAY_BACKOFF_MIN, self._relay_backoff * 2))
             self._relay_down_until = time.monotonic() + self._relay_backoff
             self._metrics.smtp_errors.labels(self._metrics.pool, "connection").inc()
+            reason = transaction.sanitize(str(exc))
             if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
                 log.error(
                     "the relay refused our credentials (%s); recipients stay deferred until the "
                     "SMTP username and password are fixed",
-                    exc,
+                    reason,
                 )
-            else:
-                log.warning("cannot connect to %s:%s: %s", self.settings.host, self.settings.port, exc)
-            raise RelayUnavailableError(str(exc)) from exc
+            elif first:  # once per outage; the metric counts every attempt
+                log.warning("cannot connect to %s:%s: %s", self.settings.host, self.settings.port, reason)
+            raise RelayUnavailableError(reason) from exc
+        if self._relay_backoff:
+            log.info("connected to %s:%s again", self.settings.host, self.settings.port)
         self._relay_backoff = 0.0
         self._metrics.connections.inc()
         return client
 
-    async def _disconnect(self, client: aiosmtplib.SMTP | None, *, polite: bool) -> None:
+    async def _disconnect(self, conn: _Connection, *, polite: bool) -> None:
+        client, conn.client = conn.client, None
         if client is None:
             return
         self._metrics.connections.dec()
@@ -226,70 +247,80 @@ class SmtpPool:
         conn = _Connection()
         try:
             while self._slot_alive(slot):
-                job = await self._queue.get()
+                await self._gate()
+                conn.job = await self._jobs.get()
+                conn.progress = transaction.Progress()
                 try:
-                    outcome, reply = await self._handle(job, conn)
-                except (
-                    Exception
-                ) as exc:  # a bug must neither end this connection's task nor lose the recipient
+                    outcome, reply, ambiguous = await self._handle(conn.job, conn)
+                except Exception as exc:  # a bug must neither end this task nor lose the recipient
                     log.exception("unexpected error while sending; the recipient will be tried again")
-                    outcome, reply = Outcome.RETRY, f"internal error: {type(exc).__name__}"
-                    await self._disconnect(conn.client, polite=False)
-                    conn.client = None
-                job.finish(outcome, reply)
+                    outcome, reply, ambiguous = Outcome.RETRY, f"internal error: {type(exc).__name__}", False
+                    await self._disconnect(conn, polite=False)
+                job, conn.job = conn.job, None
+                job.finish(outcome, reply, ambiguous=ambiguous)
                 if outcome is Outcome.DEFER:
                     await asyncio.sleep(min(1.0, self.relay_retry_in))
+        except asyncio.CancelledError:
+            # Shutdown past its grace: the socket goes first, then the job is given back.
+            ambiguous = conn.progress.dot_written
+            client, conn.client = conn.client, None
+            if client is not None:
+                self._metrics.connections.dec()
+                client.close()
+            if conn.job is not None:
+                if ambiguous:
+                    self._metrics.ambiguous.inc()
+                conn.job.finish(Outcome.DROP, "cut off at shutdown", ambiguous=ambiguous)
+            raise
         finally:
             if conn.client is not None:
-                await asyncio.shield(self._disconnect(conn.client, polite=True))
+                await asyncio.shield(self._disconnect(conn, polite=True))
 
-    async def _handle(self, job: Job, conn: _Connection) -> tuple[Outcome, str]:
-        prepared = job.prepare()
-        if not isinstance(prepared, Envelope):
-            return prepared
+    async def _handle(self, job: Job, conn: _Connection) -> tuple[Outcome, str, bool]:
         if conn.client is not None and (not conn.client.is_connected or conn.generation != self._generation):
-            await self._disconnect(conn.client, polite=conn.client.is_connected)
-            conn.client = None
+            await self._disconnect(conn, polite=conn.client.is_connected)
         if conn.client is None:
             try:
                 conn.client = await self._connect()
+                conn.pipelined = await transaction.adopt(conn.client) and self.settings.pipelining
             except RelayUnavailableError as exc:
-                return Outcome.DEFER, str(exc)
+                return Outcome.DEFER, str(exc), False
+            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:  # EHLO failed
+                await self._disconnect(conn, polite=False)
+                return Outcome.DEFER, transaction.sanitize(f"EHLO failed: {exc}"), False
             conn.generation, conn.sent = self._generation, 0
-            conn.pipelined = self.settings.pipelining and await pipelining.enable(conn.client)
-        outcome, reply, clean = await self._send(conn, prepared)
-        conn.sent += 1
-        if not clean:  # no reply, or a timeout: the connection's state is unknown
-            await self._disconnect(conn.client, polite=False)
-            conn.client = None
-        elif conn.sent >= self.settings.max_messages:
-            await self._disconnect(conn.client, polite=True)
-            conn.client = None
-        return outcome, reply
-
-    async def _send(self, conn: _Connection, envelope: Envelope) -> tuple[Outcome, str, bool]:
-        """(outcome, reply, whether the connection can carry on)."""
-        client = conn.client
-        assert client is not None
         await self._throttle.acquire()
+        if not job.begin():  # right before MAIL FROM: the lease may have ended while we waited
+            return Outcome.DROP, "no longer ours to send", False
+        result = await self._send(conn, job.envelope)
+        conn.sent += 1
+        if not result.clean:
+            await self._disconnect(conn, polite=False)
+        elif conn.sent >= self.settings.max_messages:
+            await self._disconnect(conn, polite=True)
+        outcome = outcome_of(result)
+        if outcome is not Outcome.SENT:
+            kind = "permanent" if outcome is Outcome.FAILED else "transient"
+            self._metrics.smtp_errors.labels(self._metrics.pool, kind).inc()
+        if result.ambiguous:
+            self._metrics.ambiguous.inc()
+        return outcome, result.message, result.ambiguous
+
+    async def _send(self, conn: _Connection, envelope: Envelope) -> transaction.Result:
+        assert conn.client is not None
         self.in_flight += 1
         self._idle.clear()
         started = time.perf_counter()
         try:
-            if conn.pipelined:
-                reply = await pipelining.send(
-                    client, envelope.sender, envelope.recipient, envelope.message, self.settings.timeout
-                )
-            else:
-                _, reply = await client.sendmail(envelope.sender, [envelope.recipient], envelope.message)
-            return Outcome.SENT, reply, True
-        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-            outcome, reply = classify(exc)
-            self._metrics.smtp_errors.labels(
-                self._metrics.pool, "permanent" if outcome is Outcome.FAILED else "transient"
-            ).inc()
-            replied = isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code not in (421, -1)
-            return outcome, reply, replied and not isinstance(exc, aiosmtplib.SMTPTimeoutError)
+            return await transaction.send(
+                conn.client,
+                envelope.sender,
+                envelope.recipient,
+                envelope.message,
+                pipelined=conn.pipelined,
+                reply_timeout=self.settings.timeout,
+                progress=conn.progress,
+            )
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:

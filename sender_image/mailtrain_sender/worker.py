@@ -2,21 +2,27 @@
 
     coordinator   every rebalanceInterval: heartbeat + assignment (rebalance.lua);
                   starts a CampaignRunner for each campaign given to this process,
-                  stops those taken away
-    lease renewer every leaseTtl/3: extends the leases of the chunks held
-    ack flusher   every ackInterval: writes acknowledgements (acks.py)
-    SMTP pool     maxConnections tasks taking jobs from one bounded queue
+                  winds down those taken away (or that ended on their own)
+    leases        every leaseTtl/3: renews, in one round trip, every chunk held by a
+                  running runner or one winding down
+    acks          group commit of outcomes (acks.py)
+    dispatcher    hands the SMTP connections the campaigns' messages in turn (dispatch.py)
+    SMTP pool     maxConnections connections (smtp_pool.py)
+    renderer      renders messages on threads, with a watchdog (renderer.py)
     config        sender.toml re-read when it changes (reload.py)
 
-SIGTERM: stop claiming, drop what is queued, let transactions in flight finish
-(at most shutdownGrace), write the last acknowledgements, release every lease so
-other processes take the chunks over at once, leave the pool, exit 0.
+A runner taken away stops handing out messages at once; its transactions in
+flight finish while its leases are still renewed; then its outcomes are written
+and its chunks released, so the next holder starts at once and skips nobody.
+
+SIGTERM: stop claiming; let transactions in flight finish (at most
+shutdownGrace, renewing their leases meanwhile); cut off what is left; write the
+outcomes; release the chunks; leave the pool; exit 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -30,19 +36,29 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mailtrain_sender.acks import AckBuffer
-from mailtrain_sender.campaigns import CampaignRunner, SendJob
+from mailtrain_sender.campaigns import CampaignRunner, RunnerContext, RunnerSettings
 from mailtrain_sender.config import Secrets, SenderConfig
-from mailtrain_sender.layout import Store
+from mailtrain_sender.dispatch import Dispatcher
+from mailtrain_sender.layout import MISSING, TERMINAL, Store
 from mailtrain_sender.metrics import Metrics
-from mailtrain_sender.smtp_pool import Job, SmtpPool
+from mailtrain_sender.outage import RedisOutage
+from mailtrain_sender.renderer import RenderPool
+from mailtrain_sender.smtp_pool import SmtpPool
+from mailtrain_sender.supervisor import Supervisor
 from mailtrain_sender.throttle import Throttle
 
 log = logging.getLogger(__name__)
 _FORGET_METRICS_AFTER = 600.0  # seconds a finished campaign's series stay on /metrics
+_RESTART_BACKOFF = (0.5, 30.0)  # a campaign whose runner ended but that is still assigned waits this long
+_FLUSH_AT_SHUTDOWN = 5.0  # seconds to keep trying to write the last outcomes when Redis fails
+
+
+class FatalError(Exception):
+    """The process cannot work with this Redis (one line for the log; exit code 2)."""
 
 
 def redis_client(config: SenderConfig, secrets: Secrets) -> Redis:
@@ -69,48 +85,107 @@ class Worker:
         self.client = client or redis_client(config, secrets)
         self.store = Store(self.client)
         self.metrics = Metrics(self.pool)
-        self.queue: asyncio.Queue[Job] = asyncio.Queue(config.worker.queue_size)
-        self.acks = AckBuffer(self.store, self.id, self.metrics)
+        self.outage = RedisOutage(self.metrics)
+        self.supervisor = Supervisor(self.metrics)
+        self.dispatcher = Dispatcher()
+        self.renderer = RenderPool()
+        self.acks = AckBuffer(
+            self.store,
+            self.id,
+            self.outage,
+            lambda: self.config.worker.ack_interval,
+            lambda: int(self.config.worker.lease_ttl * 1000),
+        )
         self.throttle = Throttle(self.store, self.pool, config.smtp.throttling, self.metrics)
-        self.smtp = SmtpPool(config.smtp, secrets, self.id, self.queue, self.throttle, self.metrics)
-        self.runners: dict[str, CampaignRunner] = {}
+        self.smtp = SmtpPool(
+            config.smtp, secrets, self.id, self.dispatcher, self.throttle, self.metrics, self.acks.room
+        )
+        self.context = RunnerContext(
+            worker_id=self.id,
+            store=self.store,
+            acks=self.acks,
+            renderer=self.renderer,
+            outage=self.outage,
+            metrics=self.metrics,
+            settings=self._runner_settings,
+            relay_wait=lambda: self.smtp.relay_retry_in,
+            jobs_ready=self.dispatcher.notify,
+            ended=self._runner_ended,
+        )
+        self.runners: dict[str, CampaignRunner] = {}  # working on the campaigns assigned to us
+        self.winding_down: set[CampaignRunner] = set()  # stopped; in flight, outcomes or leases left
+        self._not_before: dict[str, tuple[int, float]] = {}  # campaign -> (restarts, monotonic time)
         self.last_heartbeat = 0.0  # monotonic time of the last successful rebalance
-        self.stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._timers: set[asyncio.TimerHandle] = set()
-        self._redis_failing = False
         self._health_written = 0.0  # monotonic time of the last heartbeat key and health file
+        self.stopping = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()  # held here: asyncio keeps only weak references
+
+    def _runner_settings(self) -> RunnerSettings:
+        cfg = self.config
+        share = cfg.worker.queue_size // max(1, len(self.runners))
+        return RunnerSettings(
+            lease_ttl=cfg.worker.lease_ttl,
+            max_attempts=cfg.smtp.retry.max_attempts,
+            backoff=cfg.smtp.retry.backoff,
+            max_backoff=cfg.smtp.retry.max_backoff,
+            ready_cap=max(16, min(256, share)),
+        )
 
     # -- wiring ------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run until `stopping` is set, then shut down gracefully."""
+        """Run until `stopping` is set, then shut down gracefully. FatalError: this Redis cannot be used."""
         log.info("sender %s joining pool %s", self.id, self.pool)
+        await self._check_redis()
         self.smtp.start()
-        loops = (
-            self._coordinate(),
-            self._renew_leases(),
-            self.acks.run(lambda: self.config.worker.ack_interval),
-        )
-        self._tasks = [asyncio.create_task(loop) for loop in loops]
+        self.supervisor.keep("coordinator", self._coordinate)
+        self.supervisor.keep("leases", self._renew_leases)
+        self.supervisor.keep("acks", self.acks.run)
+        self.supervisor.keep("render-watchdog", self.renderer.watch)
         await self.stopping.wait()
         await self._shutdown()
 
+    async def _check_redis(self) -> None:
+        """An evicted key loses recipients: refuse any eviction policy but noeviction."""
+        while not self.stopping.is_set():
+            try:
+                policy = await self.store.eviction_policy()
+            except ResponseError as exc:  # CONFIG is disabled on some managed services
+                log.warning("cannot read Redis's maxmemory-policy (%s); it must be noeviction", exc)
+                return
+            except RedisError as exc:
+                self.outage.failed("start", exc)
+                await asyncio.sleep(1.0)
+                continue
+            self.outage.ok()
+            if policy is not None and policy != "noeviction":
+                raise FatalError(
+                    f"Redis evicts keys (maxmemory-policy {policy}), which would lose recipients; "
+                    "set maxmemory-policy noeviction on the Redis the pool uses"
+                )
+            return
+
     def apply_config(self, new: SenderConfig) -> None:
         """A reloaded sender.toml: limits, throttle and pool size change now; transactions in flight don't."""
+        old = self.config
         restart_needed = [
             name
-            for name, old, fresh in (
-                ("redis", self.config.redis, new.redis),
-                ("worker.pool", self.pool, new.worker.pool),
-                ("worker.listen", self.config.worker.listen, new.worker.listen),
+            for name, before, after in (
+                ("redis", old.redis, new.redis),
+                ("queue.processes", old.queue.processes, new.queue.processes),
+                ("worker.pool", old.worker.pool, new.worker.pool),
+                ("worker.id", old.worker.id, new.worker.id),
+                ("worker.listen", old.worker.listen, new.worker.listen),
+                ("worker.logFormat", old.worker.log_format, new.worker.log_format),
+                ("worker.logLevel", old.worker.log_level, new.worker.log_level),
+                ("worker.eventLoop", old.worker.event_loop, new.worker.event_loop),
+                ("worker.healthFile", old.worker.health_file, new.worker.health_file),
             )
-            if old != fresh
+            if before != after
         ]
         if restart_needed:
             log.warning("changes to %s take effect at the next restart", ", ".join(restart_needed))
-        self.config = new.model_copy(update={"redis": self.config.redis})
+        self.config = new.model_copy(update={"redis": old.redis})
         self.throttle.update(new.smtp.throttling)
         self.smtp.update(new.smtp)
         log.info(
@@ -120,33 +195,11 @@ class Worker:
             new.smtp.throttling.messages_per_second,
         )
 
-    def redis_error(self, operation: str, exc: Exception) -> None:
-        self.metrics.redis_error(operation)
-        if not self._redis_failing:
-            log.warning("Redis unavailable during %s (%s); retrying", operation, exc)
-        self._redis_failing = True
-
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        """Run in the background; shutdown waits for it."""
+        """Run in the background; shutdown waits for it (bounded)."""
         task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    def relay_wait(self) -> float:
-        return self.smtp.relay_retry_in
-
-    def requeue_later(self, job: SendJob, delay: float) -> None:
-        def put() -> None:
-            self._timers.discard(handle)
-            if not job.runner.may_send(job.chunk):
-                return
-            try:
-                self.queue.put_nowait(job)
-            except asyncio.QueueFull:
-                self.spawn(self.queue.put(job))
-
-        handle = asyncio.get_running_loop().call_later(delay, put)
-        self._timers.add(handle)
 
     # -- coordinator ---------------------------------------------------------------------------------------
 
@@ -155,55 +208,77 @@ class Worker:
             try:
                 await self._rebalance()
             except RedisError as exc:
-                self.redis_error("rebalance", exc)
+                self.outage.failed("rebalance", exc)
             await asyncio.sleep(self.config.worker.rebalance_interval)
 
     async def _rebalance(self) -> None:
         cfg = self.config
         ttl_ms = int(cfg.worker.lease_ttl * 1000)
         assignment = await self.store.rebalance(self.pool, self.id, cfg.queue.max_parallel_campaigns, ttl_ms)
-        if self._redis_failing:
-            log.info("Redis available again")
-            self._redis_failing = False
+        self.outage.ok()
         self.last_heartbeat = time.monotonic()
         self.metrics.worker_expiries.inc(assignment.expired)
         self.metrics.live_workers.set(assignment.workers)
         wanted = set(assignment.campaigns)
-        for campaign in [c for c, r in self.runners.items() if c not in wanted or r.done]:
-            # In the background: waiting for a slow transaction must not delay the heartbeat.
-            self.spawn(self._stop_runner(campaign, self.config.smtp.timeout))
+        for campaign in [c for c in self.runners if c not in wanted]:
+            self._wind_down(self.runners.pop(campaign))
+        now = time.monotonic()
         for campaign in assignment.campaigns:
-            if campaign not in self.runners:
-                runner = self.runners[campaign] = CampaignRunner(self, campaign)
+            if campaign not in self.runners and self._not_before.get(campaign, (0, 0.0))[1] <= now:
+                runner = self.runners[campaign] = CampaignRunner(self.context, campaign)
+                self.dispatcher.add(runner)
                 runner.start()
                 self.metrics.campaign_claims.inc()
+        for campaign in [c for c in self._not_before if c not in wanted]:
+            del self._not_before[campaign]
         self.metrics.campaigns.set(len(self.runners))
         if time.monotonic() - self._health_written > cfg.worker.lease_ttl / 3:
-            await self._write_health(assignment.campaigns)
+            await self._write_health(tuple(self.runners))
 
-    async def _stop_runner(self, campaign: str, grace: float) -> None:
-        # Its chunks stay leased to this process until released below, so a new runner for the
-        # same campaign (assigned back meanwhile) cannot be holding any of them.
-        runner = self.runners.pop(campaign)
-        await runner.stop(grace)
-        # The last acknowledgements go first, so whoever takes the chunks over skips them.
-        await self.acks.flush()
+    def _runner_ended(self, runner: CampaignRunner) -> None:
+        """A runner stopped on its own: the campaign finished, paused, failed or vanished, or it crashed."""
+        if self.runners.get(runner.id) is runner:
+            del self.runners[runner.id]
+            self.metrics.campaigns.set(len(self.runners))
+        self._wind_down(runner)
+        if runner.state in TERMINAL or runner.state == MISSING:
+            self.spawn(self._retire(runner.id))
+        else:  # paused (an interrupted pause leaves it in the registry), or crashed: not again at once
+            restarts, _ = self._not_before.get(runner.id, (0, 0.0))
+            delay = min(_RESTART_BACKOFF[1], _RESTART_BACKOFF[0] * 2**restarts)
+            self._not_before[runner.id] = (restarts + 1, time.monotonic() + delay)
+
+    def _wind_down(self, runner: CampaignRunner) -> None:
+        runner.stop()
+        self.dispatcher.remove(runner)
+        self.winding_down.add(runner)
+        self.spawn(self._release(runner))
+
+    async def _release(self, runner: CampaignRunner) -> None:
+        # Order matters: transactions in flight end (their leases renewed meanwhile), their
+        # outcomes are written, and only then do the chunks go back, so the next holder skips them.
         try:
-            await self.store.release_chunks(campaign, self.id, runner.held_chunks())
-        except RedisError as exc:
-            self.redis_error("release", exc)  # the leases expire on their own
-        asyncio.get_running_loop().call_later(_FORGET_METRICS_AFTER, self._forget, runner.name)
+            await runner.drained()
+            if not await self.acks.flush_until(asyncio.get_running_loop().time() + 3600):
+                return  # the leases expire on their own
+            try:
+                await self.store.release_chunks(runner.id, self.id, runner.releasable())
+            except RedisError as exc:
+                self.outage.failed("release", exc)  # the leases expire on their own
+        finally:
+            self.winding_down.discard(runner)
+            asyncio.get_running_loop().call_later(_FORGET_METRICS_AFTER, self._forget, runner.name)
 
     def _forget(self, name: str) -> None:
         if all(r.name != name for r in self.runners.values()):
             self.metrics.forget_campaign(name)
 
-    async def retire(self, campaign: str) -> None:
-        """The campaign is complete: take it out of the pool's registry (idempotent)."""
+    async def _retire(self, campaign: str) -> None:
+        """Finished or deleted: out of the pool's registry (idempotent)."""
         try:
             await self.store.retire(self.pool, campaign)
         except RedisError as exc:
-            self.redis_error("retire", exc)
+            self.outage.failed("retire", exc)  # the next runner for it ends at once and retries this
 
     async def _write_health(self, campaigns: tuple[str, ...]) -> None:
         payload = {
@@ -217,27 +292,36 @@ class Worker:
         self._health_written = time.monotonic()
         path = Path(self.config.worker.health_file)
         tmp = path.with_suffix(".tmp")
-        with contextlib.suppress(OSError):  # the probe then reports the stale file
+        try:  # the probe then reports the stale file
             tmp.write_text(json.dumps(payload))
             tmp.replace(path)
+        except OSError:
+            pass
 
     # -- leases --------------------------------------------------------------------------------------------
 
     async def _renew_leases(self) -> None:
         while True:
-            ttl = self.config.worker.lease_ttl
-            await asyncio.sleep(ttl / 3)
-            for runner in list(self.runners.values()):
-                held = runner.held_chunks()
-                if not held and runner.active:
-                    continue
-                started = time.monotonic()
-                try:
-                    state, lost = await self.store.renew_leases(runner.id, self.id, int(ttl * 1000), held)
-                except RedisError as exc:
-                    self.redis_error("renew", exc)
-                    continue
-                runner.renewed(started, ttl, state, lost)
+            await asyncio.sleep(self.config.worker.lease_ttl / 3)
+            await self.renew_once()
+
+    async def renew_once(self) -> None:
+        """One round trip for every chunk held by a runner, running or winding down."""
+        ttl = self.config.worker.lease_ttl
+        holders = [r for r in (*self.runners.values(), *self.winding_down) if r.leases()]
+        if not holders:
+            return
+        started = time.monotonic()
+        try:
+            replies = await self.store.renew_leases(
+                self.id, int(ttl * 1000), [(r.id, r.leases()) for r in holders]
+            )
+        except RedisError as exc:
+            self.outage.failed("renew", exc)
+            return
+        self.outage.ok()
+        for runner, (state, lost) in zip(holders, replies, strict=True):
+            runner.renewed(started, ttl, state, lost)
 
     # -- shutdown ------------------------------------------------------------------------------------------
 
@@ -245,32 +329,30 @@ class Worker:
         return (
             not self.stopping.is_set()
             and time.monotonic() - self.last_heartbeat < self.config.worker.lease_ttl
+            and self.supervisor.healthy
         )
 
     async def _shutdown(self) -> None:
         grace = self.config.worker.shutdown_grace
-        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         log.info("shutting down: finishing messages in flight (at most %.0fs)", grace)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for handle in self._timers:
-            handle.cancel()
-        for runner in self.runners.values():
-            runner.active = False
-        while not self.queue.empty():  # queued, never started: they stay pending for whoever comes next
-            self.queue.get_nowait()
+        await self.supervisor.stop("coordinator")
+        for runner in list(self.runners.values()):
+            self._wind_down(runner)
+        self.runners.clear()
+        # The lease renewer and the acknowledgement writer keep running through all this.
         await self.smtp.close(grace)
-        await self.acks.flush()
-        for campaign in list(self.runners):
-            await self._stop_runner(campaign, 0)
-        if self._background:  # runners still winding down, retirements, requeues
-            _, late = await asyncio.wait(self._background, timeout=grace)
+        await self.acks.flush_until(loop.time() + max(_FLUSH_AT_SHUTDOWN, grace - (loop.time() - started)))
+        if self._background:  # releases, retirements
+            _, late = await asyncio.wait(self._background, timeout=_FLUSH_AT_SHUTDOWN)
             for task in late:
                 task.cancel()
+        await self.supervisor.stop()
         try:
             await self.store.rebalance(self.pool, self.id, 0, 0, leaving=True)
         except RedisError as exc:
-            self.redis_error("leave", exc)
+            self.outage.failed("leave", exc)
+        self.renderer.close()
         await self.client.aclose()
-        log.info("stopped after %.1fs", time.monotonic() - started)
+        log.info("stopped after %.1fs", loop.time() - started)

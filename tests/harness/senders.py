@@ -78,7 +78,6 @@ class SenderProcess:
             self.settings,
             {
                 "worker": {
-                    "id": self.worker_id,
                     "listen": f"{net.LOOPBACK}:{self.metrics_port}",
                     "healthFile": str(self.root / f"{self.worker_id}.health.json"),
                 }
@@ -91,7 +90,13 @@ class SenderProcess:
     def start(self) -> SenderProcess:
         self.root.mkdir(parents=True, exist_ok=True)
         self.write_config()
-        env = {**os.environ, "PYTHONPATH": str(binaries.REPO_ROOT / "sender_image"), **self.env}
+        # The id comes from the environment, as a pod's name does: a shared sender.toml must not set it.
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(binaries.REPO_ROOT / "sender_image"),
+            "MAILTRAIN_WORKER_ID": self.worker_id,
+            **self.env,
+        }
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mailtrain_sender", "--config", str(self.config_path)],

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from mailtrain_sender.layout import CampaignKeys, CampaignWire, PoolKeys, Recipient, Store
+from mailtrain_sender.layout import CampaignKeys, CampaignWire, PoolKeys, Recipient, Store, lease_holder
 from mailtrain_sender.publisher import Publisher
 from tests.harness.senders import SenderFleet
 from tests.harness.smtp_sink import ReceivedMessage, RecordingSink
@@ -157,6 +157,6 @@ async def work_snapshot(client: Redis, campaigns: list[str]) -> WorkSnapshot:
     assigned = {w.decode(): set(v.decode().split(",")) - {""} for w, v in assign_raw.items()}
     leasing: dict[str, set[str]] = {}
     for campaign, chunk_owners in zip(campaigns, owners, strict=True):
-        for worker in chunk_owners.values():
-            leasing.setdefault(worker.decode(), set()).add(campaign)
+        for worker in chunk_owners.values():  # each value: worker|fencing token
+            leasing.setdefault(lease_holder(worker.decode()), set()).add(campaign)
     return WorkSnapshot(assigned, leasing, {c.decode() for c in registry})

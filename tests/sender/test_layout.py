@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from redis.asyncio import Redis
 
-from mailtrain_sender.layout import ChunkClaim, Inactive, NoChunk, PoolKeys, Store, registry_score
+from mailtrain_sender.layout import Inactive, PoolKeys, Store, registry_score
 from mailtrain_sender.publisher import Publisher
 from tests.sender.conftest import POOL, PublishFn
 
@@ -128,45 +128,47 @@ async def test_random_histories_keep_every_invariant(store: Store, redis_client:
         assert all(len(set(cs)) == len(cs) for cs in assignment.values())  # never twice on one worker
 
 
-async def test_chunk_leases_claim_takeover_renew_complete(publish: PublishFn, store: Store) -> None:
-    wire = await publish("leases", 20, chunk_size=8)  # chunks 0..2
-    first = await store.claim_chunk(wire.id, "a", 300, 8)
-    assert isinstance(first, ChunkClaim) and first.chunk == 0 and len(first.recipients) == 8
-    assert first.previous_owner == ""
-    second = await store.claim_chunk(wire.id, "b", TTL, 8)
-    assert isinstance(second, ChunkClaim) and second.chunk == 1
-
-    pipe = store.client.pipeline(transaction=False)
-    Store.queue_acks(pipe, wire.id, [0, 1, 2], {}, [], 0)
-    await pipe.execute()
-    await asyncio.sleep(0.35)  # a's lease (300 ms) expires
-    takeover = await store.claim_chunk(wire.id, "b", TTL, 8)
-    assert isinstance(takeover, ChunkClaim) and takeover.chunk == 0 and takeover.previous_owner == "a"
-    assert takeover.done_bits[:1] == b"\xe0"  # recipients 0, 1, 2 already done: skipped
-
-    state, lost = await store.renew_leases(wire.id, "a", TTL, [0])
-    assert (state, lost) == ("active", {0})
-    assert await store.complete_chunk(wire.id, "a", 0, wire.chunks) == (False, 0)
-    assert await store.complete_chunk(wire.id, "b", 0, wire.chunks) == (True, 1)
-    assert await store.release_chunks(wire.id, "b", [1]) == 1
-    again = await store.claim_chunk(wire.id, "c", TTL, 8)
-    assert isinstance(again, ChunkClaim) and again.chunk == 1
-    third = await store.claim_chunk(wire.id, "c", TTL, 8)
-    assert isinstance(third, ChunkClaim) and third.chunk == 2 and len(third.recipients) == 4
-    assert await store.claim_chunk(wire.id, "d", TTL, 8) == NoChunk(leased=2)
-    await store.complete_chunk(wire.id, "c", 1, wire.chunks)
-    assert await store.complete_chunk(wire.id, "c", 2, wire.chunks) == (True, 3)
-    assert await store.claim_chunk(wire.id, "d", TTL, 8) == Inactive("completed")
-
-
 async def test_paused_campaign_hands_out_no_chunks(
     publish: PublishFn, publisher: Publisher, store: Store
 ) -> None:
     wire = await publish("paused", 10, chunk_size=8)
     assert await publisher.pause(wire)
     assert await store.claim_chunk(wire.id, "a", TTL, 8) == Inactive("paused")
-    state, _ = await store.renew_leases(wire.id, "a", TTL, [])
-    assert state == "paused"
+    [(state, lost)] = await store.renew_leases("a", TTL, [(wire.id, [])])
+    assert (state, lost) == ("paused", set())
+
+
+async def test_finding_17_unequal_caps_leave_no_campaign_waiting_while_a_worker_has_room(
+    store: Store, redis_client: Redis
+) -> None:
+    # A rolling config change: one worker already runs with cap 1, the other with 5.
+    await _register(redis_client, {f"c{i}": 0 for i in range(6)})
+    for _ in range(2):
+        await store.rebalance(POOL, "w-old", 5, TTL)
+        await store.rebalance(POOL, "w-new", 1, TTL)
+    assignment = await store.assignments(POOL)
+    assert len(assignment["w-new"]) == 1 and len(assignment["w-old"]) == 5
+    await _register(redis_client, {"c6": 0})  # over capacity now: it waits, nothing moves
+    await store.rebalance(POOL, "w-old", 5, TTL)
+    assert await store.assignments(POOL) == assignment
+
+
+async def test_random_caps_fill_every_slot_they_can(store: Store, redis_client: Redis) -> None:
+    rnd = random.Random(11)
+    for round_ in range(40):
+        await redis_client.flushall()
+        caps = {f"w{i}": rnd.choice([0, 1, 1, 2, 3, 5]) for i in range(rnd.randint(1, 5))}
+        count = rnd.randint(0, 12)
+        await _register(redis_client, {f"c{i}": rnd.randint(-2, 2) for i in range(count)})
+        for _ in range(2):
+            for worker, cap in caps.items():
+                await store.rebalance(POOL, worker, cap, TTL)
+        assignment = await store.assignments(POOL)
+        loads = {w: len(assignment.get(w, ())) for w in caps}
+        assert all(cap == 0 or loads[w] <= cap for w, cap in caps.items()), (round_, caps, loads)
+        held = {c for cs in assignment.values() for c in cs}
+        capacity = count if 0 in caps.values() else sum(caps.values())
+        assert len(held) == min(count, capacity), (round_, caps, count, assignment)
 
 
 async def test_token_bucket_reserves_tokens_on_the_release_schedule(store: Store) -> None:

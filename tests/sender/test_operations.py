@@ -99,12 +99,13 @@ async def test_probes_metrics_and_check_command(
 async def test_json_logs_name_the_campaign(fleet: SenderFleet, publisher: Publisher) -> None:
     sender = fleet.start(1, worker={"logFormat": "json"})[0]
     wire = await publisher.publish(
-        campaign_wire("logged", subject="{{ missing.attr }}"), recipients("logged", 3)
+        campaign_wire("logged", headers={"Sender": "someone@acme.example"}), recipients("logged", 3)
     )
-    await wait_progress(publisher, wire.id, timeout=30)
+    await wait_progress(publisher, wire.id, state="failed", timeout=30)
     entries = [json.loads(line) for line in sender.log_text().splitlines()]
-    failures = [e for e in entries if "failed" in e["message"]]
+    failures = [e for e in entries if "campaign failed" in e["message"]]
     assert failures and all(e["campaign"] == "test/logged" for e in failures)
+    assert all(e["level"] == "error" for e in failures)
     assert all({"time", "level", "logger", "message", "worker"} <= set(e) for e in entries)
 
 

@@ -69,21 +69,48 @@ async def test_delete_removes_every_key(
     assert (await publisher.progress(wire.id)).state == "missing"
 
 
-async def test_progress_counts_outcomes_and_completed_chunks(
-    publish: PublishFn, publisher: Publisher, store: Store
-) -> None:
-    wire = await publish("counts", 20, chunk_size=8)
-    claim = await store.claim_chunk(wire.id, "w", TTL, 8)
-    assert isinstance(claim, ChunkClaim)
-    pipe = store.client.pipeline(transaction=False)
-    Store.queue_acks(pipe, wire.id, [0, 1, 2, 3, 4], {5: "550 5.1.1 no such user"}, [6, 7], 3)
-    await pipe.execute()
-    await store.complete_chunk(wire.id, "w", 0, wire.chunks)
+async def test_finding_6_an_interrupted_publish_is_redone(publisher: Publisher, redis_client: Redis) -> None:
+    wire = campaign_wire("interrupted", chunk_size=8)
+    k = CampaignKeys(wire.id)
+    # A publish that died after writing the description, before the state and the registry.
+    await redis_client.set(k.meta, wire.model_copy(update={"total": 3, "chunks": 1}).dumps())
+    await redis_client.hset(k.rcpt, "0", "[]")
+    published = await publisher.publish(wire, recipients("interrupted", 20))
+    assert (published.total, published.chunks) == (20, 3)
+    assert await redis_client.zscore(PoolKeys(POOL).registry, wire.id) is not None
     progress = await publisher.progress(wire.id)
-    assert (progress.sent, progress.failed, progress.invalid, progress.deferred) == (5, 1, 2, 3)
+    assert (progress.state, progress.total, progress.pending) == ("active", 20, 20)
+    # One that died after the state but before the registry only misses the registration.
+    await redis_client.zrem(PoolKeys(POOL).registry, wire.id)
+    assert await publisher.publish(wire, recipients("interrupted", 20)) == published
+    assert await redis_client.zscore(PoolKeys(POOL).registry, wire.id) is not None
+
+
+async def test_finding_8_a_bad_checkpoint_cannot_complete_a_partly_sent_campaign(
+    publisher: Publisher, redis_client: Redis
+) -> None:
+    wire = campaign_wire("checkpoint", chunk_size=8)
+    # 3 chunks; the checkpoint claims chunk 1 and a pile of chunks that do not exist.
+    bad = [(1, 1), (5, 10**12), (-4, -1), (7, 3)]
+    republished = await publisher.republish(wire, recipients("checkpoint", 20), bad)
+    progress = await publisher.progress(republished.id)
+    assert progress.state == "active" and progress.completed_chunks == [(1, 1)]
     assert progress.pending == 12
-    assert progress.completed_chunks == [(0, 0)]
-    assert await publisher.failures(wire.id) == {5: "550 5.1.1 no such user"}
+    assert await redis_client.zscore(PoolKeys(POOL).registry, wire.id) is not None
+
+
+async def test_reprioritize_moves_a_waiting_campaign_only(
+    publish: PublishFn, publisher: Publisher, redis_client: Redis
+) -> None:
+    wire = await publish("moving", 8)
+    registry = PoolKeys(POOL).registry
+    before = await redis_client.zscore(registry, wire.id)
+    assert await publisher.reprioritize(wire, 7)
+    after = await redis_client.zscore(registry, wire.id)
+    assert before is not None and after is not None and after < before  # higher priority: claimed sooner
+    assert await publisher.pause(wire)
+    assert not await publisher.reprioritize(wire, 9)  # paused: stays out of the registry
+    assert await redis_client.zscore(registry, wire.id) is None
 
 
 async def test_republish_skips_completed_chunks_and_keeps_counts(publisher: Publisher, store: Store) -> None:

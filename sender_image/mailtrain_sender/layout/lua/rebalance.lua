@@ -4,6 +4,7 @@
 -- KEYS[2] caps      HASH  worker -> maxParallelCampaigns (0 = unlimited)
 -- KEYS[3] assign    HASH  worker -> comma-separated campaign ids
 -- KEYS[4] registry  ZSET  campaign -> score (priority, then creation)
+-- KEYS[5] clock     STRING server time of the last call (ms)
 -- ARGV[1] worker id, ARGV[2] its cap, ARGV[3] heartbeat ttl (ms), ARGV[4] "1" = leaving
 --
 -- Returns {my campaigns (comma-separated), live workers, runnable campaigns, expired workers}.
@@ -17,9 +18,30 @@
 --   * N >= P workers: each campaign has one worker; loads are floor/ceil of N/P.
 --   * N < P: every worker gets one campaign; campaigns share the spare workers
 --     (higher priority first), each worker on its own chunks.
+--   * Quotas are as equal as the caps allow (water-filling): a worker with a low
+--     cap leaves its share to the others, so no campaign waits while a worker
+--     has room, even when caps differ (during a rolling config change).
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local me, my_cap, ttl, leaving = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+
+-- Every live worker calls this every rebalanceInterval. If nobody did for ttl/2,
+-- Redis itself was paused or unreachable: heartbeats that were live when the
+-- silence began get ttl/2 more, so that the first caller afterwards does not
+-- declare everyone else dead (see campaign_clock.lua for the same rule on leases).
+local last = tonumber(redis.call('GET', KEYS[5]))
+if last and now - last > ttl / 2 then
+  local floor = now + math.floor(ttl / 2)
+  local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. last, '+inf', 'WITHSCORES')
+  for i = 1, #live, 2 do
+    if tonumber(live[i + 1]) < floor then
+      redis.call('ZADD', KEYS[1], floor, live[i])
+    end
+  end
+end
+if not leaving then
+  redis.call('SET', KEYS[5], now)
+end
 
 if leaving then
   redis.call('ZREM', KEYS[1], me)
@@ -113,10 +135,28 @@ table.sort(by_held, function(a, b)
   if held[a] ~= held[b] then return held[a] > held[b] end
   return a < b
 end)
-local quota = {}
-for i, w in ipairs(by_held) do
-  local q = math.floor(S / P) + ((i <= S % P) and 1 or 0)
-  quota[w] = math.min(q, cap[w])
+-- Water-filling: workers whose cap is below the equal share get their cap, and
+-- the rest share what is left; the extra slots go to those holding most.
+local quota, open, left = {}, by_held, S
+while #open > 0 do
+  local share = math.floor(left / #open)
+  local rest = {}
+  for _, w in ipairs(open) do
+    if cap[w] <= share then
+      quota[w] = cap[w]
+      left = left - cap[w]
+    else
+      rest[#rest + 1] = w
+    end
+  end
+  if #rest == #open then
+    local extra = left - share * #open
+    for i, w in ipairs(open) do
+      quota[w] = share + ((i <= extra) and 1 or 0)
+    end
+    break
+  end
+  open = rest
 end
 
 -- Keep what each worker has, within quotas; then hand out the rest.
