@@ -412,12 +412,12 @@ class CampaignRunner:
         for _, _, job in self._retries:
             job.chunk.waiting -= 1
         self._retries.clear()
-        self._wake.set()
-        if self._task is not None and self._task is not asyncio.current_task():
-            self._task.cancel()
+        self._wake.set()  # the producer sees `active` and ends; a claim under way still registers its chunk
 
     async def drained(self) -> None:
-        """Wait until no job of this runner is in a connection's hands."""
+        """Wait until the producer has ended and no job of this runner is in a connection's hands."""
+        if self._task is not None and self._task is not asyncio.current_task():
+            await asyncio.wait({self._task})
         await self._idle.wait()
 
     def releasable(self) -> list[tuple[int, int]]:

@@ -277,8 +277,12 @@ class SmtpPool:
                 await asyncio.shield(self._disconnect(conn, polite=True))
 
     async def _handle(self, job: Job, conn: _Connection) -> tuple[Outcome, str, bool]:
-        if conn.client is not None and (not conn.client.is_connected or conn.generation != self._generation):
-            await self._disconnect(conn, polite=conn.client.is_connected)
+        if conn.client is not None and (
+            conn.generation != self._generation or not transaction.in_step(conn.client)
+        ):
+            # Older settings, closed, or the relay said something nobody asked: a new connection,
+            # before anything is sent (so the recipient loses no attempt).
+            await self._disconnect(conn, polite=conn.generation != self._generation)
         if conn.client is None:
             try:
                 conn.client = await self._connect()

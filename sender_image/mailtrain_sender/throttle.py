@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from mailtrain_sender.config import ThrottlingSection
 from mailtrain_sender.layout import Store
 from mailtrain_sender.metrics import Metrics
+from mailtrain_sender.outage import RedisOutage
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,13 @@ _REDIS_RETRY = 0.5
 
 
 class Throttle:
-    def __init__(self, store: Store, pool: str, settings: ThrottlingSection, metrics: Metrics) -> None:
+    def __init__(
+        self, store: Store, pool: str, settings: ThrottlingSection, metrics: Metrics, outage: RedisOutage
+    ) -> None:
         self._store = store
         self._pool = pool
         self._metrics = metrics
+        self._outage = outage
         self._slots: deque[float] = deque()  # loop times at which reserved tokens become usable
         self._waiting = 0
         self._lock = asyncio.Lock()
@@ -81,11 +85,11 @@ class Throttle:
         loop = asyncio.get_running_loop()
         try:
             delays = await self._store.take_tokens(self._pool, self.rate, self._bucket, want)
-        except RedisError as exc:
-            self._metrics.redis_error("throttle")
-            log.warning("throttle: Redis unavailable (%s); holding messages until it answers", exc)
+        except RedisError as exc:  # messages wait for their tokens until Redis answers
+            self._outage.failed("throttle", exc)
             await asyncio.sleep(_REDIS_RETRY)
             return
+        self._outage.ok()
         self._metrics.throttle_requests.inc()
         # Counted from when the answer arrived: a token may be used a little late, never early.
         received = loop.time()

@@ -128,6 +128,12 @@ class ReplyQueueProtocol(SMTPProtocol):
         return not self._replies and not self._buffer and self._error is None
 
 
+def in_step(client: aiosmtplib.SMTP) -> bool:
+    """Whether a connection is fit for the next transaction: open, and no reply waiting unread."""
+    protocol = client.protocol
+    return isinstance(protocol, ReplyQueueProtocol) and protocol.transport is not None and protocol.in_step
+
+
 async def adopt(client: aiosmtplib.SMTP) -> bool:
     """Take over an idle connected client; returns whether the relay offers PIPELINING."""
     if client.is_ehlo_or_helo_needed:
@@ -202,8 +208,13 @@ async def _finish(
 
 
 async def _reset(protocol: ReplyQueueProtocol, reply_timeout: float) -> bool:
-    protocol.write(b"RSET\r\n")
-    return (await protocol.read_response(reply_timeout)).code == 250
+    """RSET after a refusal: whether the connection is clean again (a hang-up is not an error here:
+    the refusal already decided the outcome)."""
+    try:
+        protocol.write(b"RSET\r\n")
+        return (await protocol.read_response(reply_timeout)).code == 250
+    except (TimeoutError, aiosmtplib.SMTPException, OSError):
+        return False
 
 
 async def _pipelined(
@@ -216,8 +227,14 @@ async def _pipelined(
     protocol.write("".join(commands).encode("ascii"))
     mail = await protocol.read_response(reply_timeout)
     rcpt = await protocol.read_response(reply_timeout)
-    data = await protocol.read_response(reply_timeout)
     accepted = mail.code == 250 and rcpt.code in (250, 251)
+    try:
+        data = await protocol.read_response(reply_timeout)
+    except (TimeoutError, aiosmtplib.SMTPException, OSError):
+        if accepted:
+            raise
+        # A refusal then a hang-up: the refusal is the answer (a 550 is not a dropped connection).
+        return _result(mail if mail.code != 250 else rcpt, False)
     if data.code == 354:
         if accepted:
             return await _finish(protocol, body, reply_timeout, progress)
@@ -227,6 +244,8 @@ async def _pipelined(
     else:
         clean = await _reset(protocol, reply_timeout)
     decisive = mail if mail.code != 250 else rcpt if rcpt.code not in (250, 251) else data
+    if decisive.code < 400:  # a success where a refusal must be: the replies are not ours
+        return Result(0, "the relay's replies are out of step", clean=False)
     return _result(decisive, clean and decisive.code != 421)
 
 
@@ -242,5 +261,7 @@ async def _stepwise(
         reply = await protocol.read_response(reply_timeout)
         expected = (354,) if command == "DATA\r\n" else (250, 251)
         if reply.code not in expected:
+            if reply.code < 400:
+                return Result(0, "the relay's replies are out of step", clean=False)
             return _result(reply, reply.code != 421 and await _reset(protocol, reply_timeout))
     return await _finish(protocol, body, reply_timeout, progress)

@@ -96,7 +96,7 @@ class Worker:
             lambda: self.config.worker.ack_interval,
             lambda: int(self.config.worker.lease_ttl * 1000),
         )
-        self.throttle = Throttle(self.store, self.pool, config.smtp.throttling, self.metrics)
+        self.throttle = Throttle(self.store, self.pool, config.smtp.throttling, self.metrics, self.outage)
         self.smtp = SmtpPool(
             config.smtp, secrets, self.id, self.dispatcher, self.throttle, self.metrics, self.acks.room
         )

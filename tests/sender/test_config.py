@@ -54,6 +54,27 @@ BAD_FILES = {
     "bad duration": (MINIMAL + '[worker]\nleaseTtl = "soon"\n', "worker.leaseTtl"),
     "bad security": (MINIMAL + 'security = "ssl"\n', "smtp.security"),
     "not toml": ("[smtp\nhost=", "not valid TOML"),
+    # Finding 18: settings that contradict each other are refused, each with what to change.
+    "one id for several processes": (
+        '[queue]\nprocesses = 3\n[worker]\nid = "sender-0"\n' + MINIMAL,
+        "worker.id must not be set when queue.processes > 1",
+    ),
+    "heartbeat too rare for the ttl": (
+        MINIMAL + "[worker]\nleaseTtl = 2\nrebalanceInterval = 1\n",
+        "worker.rebalanceInterval (1s) must be at most a quarter of worker.leaseTtl (2s)",
+    ),
+    "acknowledgements too rare for the ttl": (
+        MINIMAL + "[worker]\nleaseTtl = 2\nackInterval = 1\n",
+        "worker.ackInterval (1s) must be at most a tenth of worker.leaseTtl (2s)",
+    ),
+    "redis password in the file names the redis variable": (
+        '[redis]\npassword = "x"\n' + MINIMAL,
+        "MAILTRAIN_REDIS_PASSWORD",
+    ),
+    "smtp password in the file names the smtp variable": (
+        MINIMAL + 'password = "x"\n',
+        "MAILTRAIN_SMTP_PASSWORD",
+    ),
 }
 
 
@@ -97,3 +118,13 @@ def test_unreadable_secret_file_names_the_variable(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("MAILTRAIN_REDIS_PASSWORD_FILE", str(tmp_path / "nope"))
     with pytest.raises(ConfigError, match="MAILTRAIN_REDIS_PASSWORD_FILE"):
         Secrets()
+
+
+def test_finding_14_the_default_retries_outlast_greylisting() -> None:
+    retry = parse_config(MINIMAL).smtp.retry
+    delays = [min(retry.max_backoff, retry.backoff * 2**attempt) for attempt in range(retry.max_attempts - 1)]
+    assert delays[0] >= 60  # greylisting asks to come back after a minute or more ...
+    assert sum(delays) >= 15 * 60  # ... and some lists take a quarter of an hour
+    assert "MAILTRAIN_SMTP_PASSWORD" not in str(
+        BAD_FILES["redis password in the file names the redis variable"]
+    )

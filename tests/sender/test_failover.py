@@ -27,9 +27,10 @@ from tests.sender.conftest import (
     work_snapshot,
 )
 
-# A message may go out twice only if the relay accepted it within one ackInterval
-# (0.05 s) before the crash; allow for the flush's own round trip and clock reads.
-IN_FLIGHT_WINDOW = 0.25
+# A message may go out twice only if it was in flight at the crash, or the relay had
+# accepted it but its outcome was not written yet: within one ackInterval (5 ms) plus
+# one Redis round trip. Allow for a loaded machine's event-loop delays and clock reads.
+IN_FLIGHT_WINDOW = 0.1
 
 
 def _deliveries(sink: RecordingSink, campaign: str) -> Counter[int]:
@@ -56,7 +57,8 @@ async def test_sigkill_mid_campaign_loses_nobody_and_duplicates_only_in_flight(
     assert all(killed_at - IN_FLIGHT_WINDOW <= first_seen[i] <= killed_at + 0.05 for i in duplicates), sorted(
         killed_at - first_seen[i] for i in duplicates
     )
-    assert len(duplicates) <= 500 * IN_FLIGHT_WINDOW
+    max_connections = 4  # tests.harness.senders.DEFAULTS: at most this many were in flight
+    assert len(duplicates) <= max_connections + 500 * IN_FLIGHT_WINDOW
     assert senders[1].metric("mailtrain_sender_lease_takeovers_total") >= 1
 
 

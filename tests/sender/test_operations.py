@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from redis.asyncio import Redis
 
 from mailtrain_sender.publisher import Publisher
 from tests.harness.binaries import REPO_ROOT
+from tests.harness.redis_server import RedisServer
 from tests.harness.senders import SenderFleet, SenderProcess, merge
 from tests.harness.smtp_sink import PostfixSink, RecordingSink
 from tests.sender.conftest import POOL, campaign_wire, recipients, wait_progress, wait_until, work_snapshot
@@ -141,3 +144,53 @@ async def test_without_shared_redis_one_process_runs_on_its_private_redis(
     wire = await publisher.publish(campaign_wire("private"), recipients("private", 40))
     assert (await wait_progress(publisher, wire.id, timeout=30)).sent == 40
     assert len(smtp_sink.messages()) == 40
+
+
+async def test_finding_5_a_redis_that_evicts_keys_is_refused_with_one_line(
+    fleet: SenderFleet, redis_client: Redis
+) -> None:
+    await redis_client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        sender = SenderProcess(fleet.root, "sender-evicting", fleet.settings())
+        sender.root.mkdir(parents=True, exist_ok=True)
+        sender.write_config()
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "mailtrain_sender", "--config", str(sender.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "sender_image")},
+        )
+    finally:
+        await redis_client.config_set("maxmemory-policy", "noeviction")
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("mailtrain-sender: Redis evicts keys (maxmemory-policy allkeys-lru)")
+    assert "noeviction" in last and "Traceback" not in result.stderr
+
+
+async def test_finding_18_redis_down_is_one_warning_and_one_line_when_it_is_back(
+    tmp_path: Path, smtp_sink: RecordingSink, make_fleet: Callable[[str, int], SenderFleet]
+) -> None:
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        sender = make_fleet(server.url, smtp_sink.port).start(1)[0]
+        server.stop()
+        await wait_until(
+            lambda: sender.metric("mailtrain_sender_redis_errors_total") >= 10, "ten failed calls", timeout=60
+        )
+        server.start()
+        await wait_until(lambda: sender.ready(), "ready again", timeout=30)
+        log = sender.log_text()
+        assert log.count("Redis unavailable") == 1, log
+        assert log.count("Redis available again") == 1
+    finally:
+        server.stop()
+
+
+async def test_finding_18_a_change_that_needs_a_restart_says_so(fleet: SenderFleet) -> None:
+    sender = fleet.start(1)[0]
+    sender.write_config(merge(sender.settings, {"worker": {"logLevel": "debug"}}))
+    await wait_until(lambda: "take effect at the next restart" in sender.log_text(), "the warning")
+    assert "worker.logLevel" in sender.log_text()
