@@ -54,13 +54,11 @@ class AckBuffer:
         worker: str,
         outage: RedisOutage,
         interval: Callable[[], float],
-        lease_ttl_ms: Callable[[], int],
     ) -> None:
         self._store = store
         self._worker = worker
         self._outage = outage
         self._interval = interval
-        self._lease_ttl_ms = lease_ttl_ms
         self._pending: dict[str, _Campaign] = {}
         self._count = 0
         self._lock = asyncio.Lock()
@@ -116,9 +114,7 @@ class AckBuffer:
                 # shield: a shutdown that cancels the writer must not lose a write half-way.
                 recorded = await asyncio.shield(
                     self._store.record_outcomes(
-                        self._worker,
-                        self._lease_ttl_ms(),
-                        {c: (entry.outcomes, entry.chunks) for c, entry in batch.items()},
+                        self._worker, {c: (entry.outcomes, entry.chunks) for c, entry in batch.items()}
                     )
                 )
             except BaseException as exc:

@@ -3,7 +3,7 @@
 A `CampaignRunner` exists while the pool's assignment gives the campaign to this
 process. It leases chunks (at most `_CHUNKS_AHEAD` with work to do at once; a
 chunk whose only recipients left wait for a retry does not count), renders their
-messages a batch at a time off the event loop, and keeps a few ready for the
+messages a batch at a time (under a watchdog, renderer.py), and keeps a few ready for the
 dispatcher, which takes them in turn with the process's other campaigns. It
 records each outcome; a chunk whose recipients all have one is completed in
 Redis. A recipient to retry later waits in the runner while its chunk's lease is
@@ -49,7 +49,7 @@ from mailtrain_sender.layout import (
 from mailtrain_sender.metrics import Metrics
 from mailtrain_sender.outage import RedisOutage
 from mailtrain_sender.render import CampaignError, CompiledCampaign
-from mailtrain_sender.renderer import RenderPool
+from mailtrain_sender.renderer import MESSAGE_LIMIT, TIMED_OUT, RenderPool
 from mailtrain_sender.smtp_pool import Envelope, Outcome
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ _CHUNKS_AHEAD = 2  # chunks with work to do held at once: the one being sent and
 _BATCH = 32  # messages per hand-over to a render thread
 _READY_BYTES = 8 << 20  # rendered bytes held per campaign, whatever the message size
 _IDLE_POLL = 0.5  # no chunk free right now (others hold the rest), or Redis failed: look again after this
+_RENDER_TIMEOUTS = 3  # messages in a row that take too long to render: the templates are the problem
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class CampaignRunner:
         self._in_hand = 0
         self._no_chunk_until = 0.0
         self._compiled: CompiledCampaign | None = None
+        self._render_timeouts = 0  # in a row
         self._total_chunks = 0
         self._chunk_size = 0
         self._task: asyncio.Task[None] | None = None
@@ -158,7 +160,7 @@ class CampaignRunner:
             self.log = logging.LoggerAdapter(log, {"campaign": wire.name})
             if wire.chunk_size <= 0 or wire.chunk_size % 8:
                 raise CampaignError(f"chunkSize {wire.chunk_size} is not a positive multiple of 8")
-            self._compiled = await self.ctx.renderer.compile(wire)
+            self._compiled = self.ctx.renderer.compile(wire)
         except CampaignError as exc:
             await self._fail(str(exc))
             return False
@@ -189,6 +191,7 @@ class CampaignRunner:
             batch = self._next_batch()
             if batch:
                 await self._render(batch)
+                await asyncio.sleep(0)  # a batch at a time: the connections get their turn in between
                 continue
             if now >= self._no_chunk_until and sum(c.busy for c in self.chunks.values()) < _CHUNKS_AHEAD:
                 await self._claim()
@@ -214,11 +217,24 @@ class CampaignRunner:
     async def _render(self, batch: list[tuple[ChunkState, int, Recipient]]) -> None:
         assert self._compiled is not None
         try:
-            results = await self.ctx.renderer.render(self._compiled, [(i, r) for _, i, r in batch])
+            results = self.ctx.renderer.render(self._compiled, [(i, r) for _, i, r in batch])
         except CampaignError as exc:
             await self._fail(str(exc))
             return
-        for (chunk, index, _), result in zip(batch, results, strict=True):
+        for chunk, index, recipient in reversed(batch[len(results) :]):  # after a timeout: later
+            chunk.pending.appendleft((index, recipient))
+        if results and results[-1] == (Outcome.FAILED, TIMED_OUT):
+            self._render_timeouts += 1
+            if self._render_timeouts >= _RENDER_TIMEOUTS:
+                await self._fail(
+                    f"{TIMED_OUT} for {self._render_timeouts} recipients in a row; simplify the templates"
+                )
+                return
+            # The loop stood still while it rendered: give everything else as long before the next try.
+            await asyncio.sleep(MESSAGE_LIMIT)
+        else:
+            self._render_timeouts = 0
+        for (chunk, index, _), result in zip(batch, results, strict=False):
             if chunk.lost or not self.active:
                 continue  # left unacknowledged: whoever has the chunk next sends it
             if isinstance(result, Envelope):

@@ -8,7 +8,7 @@
     acks          group commit of outcomes (acks.py)
     dispatcher    hands the SMTP connections the campaigns' messages in turn (dispatch.py)
     SMTP pool     maxConnections connections (smtp_pool.py)
-    renderer      renders messages on threads, with a watchdog (renderer.py)
+    renderer      a watchdog thread that interrupts a message rendering for too long (renderer.py)
     config        sender.toml re-read when it changes (reload.py)
 
 A runner taken away stops handing out messages at once; its transactions in
@@ -94,7 +94,6 @@ class Worker:
             self.id,
             self.outage,
             lambda: self.config.worker.ack_interval,
-            lambda: int(self.config.worker.lease_ttl * 1000),
         )
         self.throttle = Throttle(self.store, self.pool, config.smtp.throttling, self.metrics, self.outage)
         self.smtp = SmtpPool(
@@ -141,7 +140,6 @@ class Worker:
         self.supervisor.keep("coordinator", self._coordinate)
         self.supervisor.keep("leases", self._renew_leases)
         self.supervisor.keep("acks", self.acks.run)
-        self.supervisor.keep("render-watchdog", self.renderer.watch)
         await self.stopping.wait()
         await self._shutdown()
 

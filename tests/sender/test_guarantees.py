@@ -267,3 +267,24 @@ async def test_finding_12_rows_of_the_wrong_shape_are_invalid_recipients_not_ret
     assert set(reasons) == set(range(len(bad_rows))) and all(reasons.values())
     assert "internal error" not in sender.log_text()
     assert len({m.peer_port for m in smtp_sink.messages()}) == 1  # no connection was dropped for them
+
+
+async def test_finding_11_a_template_that_never_ends_fails_its_campaign_and_blocks_nothing(
+    fleet: SenderFleet, smtp_sink: RecordingSink, publisher: Publisher
+) -> None:
+    sender = fleet.start(1)[0]
+    endless = "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}Hi"
+    bad = await publisher.publish(campaign_wire("endless-loop", subject=endless), recipients("endless", 20))
+    good = await publisher.publish(campaign_wire("meanwhile", chunk_size=8), recipients("meanwhile", 200))
+    slowest = 0.0
+    while (await publisher.progress(bad.id)).state == "active":
+        started = time.monotonic()
+        assert await asyncio.to_thread(sender.ready)  # the event loop answers while a render spins
+        slowest = max(slowest, time.monotonic() - started)
+        await asyncio.sleep(0.1)
+    failed = await publisher.progress(bad.id)
+    assert failed.state == "failed" and "longer than" in failed.reason, failed
+    assert failed.pending == 20 - failed.failed  # at most the timed-out few were spent, the rest kept
+    assert (await wait_progress(publisher, good.id, timeout=60)).sent == 200
+    assert slowest < 1.5, slowest
+    assert sender.metric("mailtrain_sender_lease_expiries_total") == 0

@@ -44,7 +44,7 @@ async def record(
     complete: Iterable[tuple[int, int]] = (),
 ) -> Recorded:
     outcomes = Outcomes(list(sent), dict(failed or {}), dict(invalid or {}), complete=list(complete))
-    return (await store.record_outcomes(worker, TTL, {wire.id: (outcomes, wire.chunks)}))[wire.id]
+    return (await store.record_outcomes(worker, {wire.id: (outcomes, wire.chunks)}))[wire.id]
 
 
 async def test_claims_take_expired_leases_first_and_skip_what_is_done(
@@ -158,12 +158,13 @@ async def test_a_lease_that_expired_while_others_were_active_is_taken_over_at_on
 ) -> None:
     wire = await publish("dead", 24, chunk_size=8)
     dead = await claim(store, wire, "dead", ttl=300)
-    await claim(store, wire, "alive")
-    for _ in range(8):  # the live holder keeps the campaign's clock going
+    alive = await claim(store, wire, "alive", ttl=300)
+    for _ in range(8):  # the live holder renews, which keeps the campaign's clock going
         await asyncio.sleep(0.05)
-        await record(store, wire, "alive", sent=[8])
-    taken = await claim(store, wire, "alive")
-    assert (taken.chunk, taken.previous_owner) == (dead.chunk, "dead")
+        [(_, lost)] = await store.renew_leases("alive", 300, [(wire.id, [(alive.chunk, alive.token)])])
+        assert lost == set()
+    taken = await claim(store, wire, "alive", ttl=300)
+    assert (taken.chunk, taken.previous_owner) == (dead.chunk, "dead")  # no pause: taken over at once
 
 
 async def test_outcomes_set_the_bits_and_keep_the_replies(
@@ -173,7 +174,7 @@ async def test_outcomes_set_the_bits_and_keep_the_replies(
     held = await claim(store, wire, "w")
     outcomes = Outcomes([0, 1, 2, 3, 4], {5: "550 5.1.1 no such user"}, {6: "bad", 7: "worse"}, 3, 1)
     outcomes.complete.append((held.chunk, held.token))
-    result = (await store.record_outcomes("w", TTL, {wire.id: (outcomes, wire.chunks)}))[wire.id]
+    result = (await store.record_outcomes("w", {wire.id: (outcomes, wire.chunks)}))[wire.id]
     assert result == Recorded("active", 1, (True,))
     progress = await publisher.progress(wire.id)
     assert (progress.sent, progress.failed, progress.invalid, progress.deferred) == (5, 1, 2, 3)

@@ -37,9 +37,7 @@ class Process:
         self.store = store
         self.metrics = Metrics(POOL)
         self.outage = RedisOutage(self.metrics)
-        self.acks = AckBuffer(
-            store, WORKER, self.outage, lambda: 0.005, lambda: int(settings.lease_ttl * 1000)
-        )
+        self.acks = AckBuffer(store, WORKER, self.outage, lambda: 0.005)
         self.renderer = RenderPool()
         self.dispatcher = Dispatcher()
         self.ended: list[CampaignRunner] = []

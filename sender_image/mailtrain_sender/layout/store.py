@@ -27,7 +27,7 @@ _SCRIPTS = {  # name -> whether it needs the campaign clock prelude
     "claim_chunk": True,
     "renew_leases": True,
     "release_chunks": False,
-    "record_outcomes": True,
+    "record_outcomes": False,
     "fail_campaign": False,
     "set_state": False,
 }
@@ -210,7 +210,7 @@ class Store:
         return int(released)
 
     async def record_outcomes(
-        self, worker: str, ttl_ms: int, batches: dict[str, tuple[Outcomes, int]]
+        self, worker: str, batches: dict[str, tuple[Outcomes, int]]
     ) -> dict[str, Recorded]:
         """Write many campaigns' outcomes and completions in one round trip.
 
@@ -227,10 +227,18 @@ class Store:
                 "ambiguous": outcomes.ambiguous,
                 "complete": [[str(chunk), f"{worker}|{token}"] for chunk, token in outcomes.complete],
                 "chunks": chunks,
-                "ttl": ttl_ms,
             }
-            keys = [k.state, k.done, k.failed, k.invalid, k.replies, k.counts]
-            keys += [k.leases, k.owners, k.completed, k.tick]
+            keys = [
+                k.state,
+                k.done,
+                k.failed,
+                k.invalid,
+                k.replies,
+                k.counts,
+                k.leases,
+                k.owners,
+                k.completed,
+            ]
             # json.dumps escapes non-ASCII, so the script's decoder sees ASCII whatever a reply holds.
             calls.append(("record_outcomes", keys, [json.dumps(payload)]))
         replies = await self._pipelined(calls)

@@ -1,12 +1,15 @@
 -- Write one campaign's outcomes, then the chunk completions that depend on them.
 --
 -- KEYS[1] state, [2] done, [3] failed, [4] invalid, [5] replies, [6] counts,
---      [7] leases, [8] owners, [9] completed, [10] tick
+--      [7] leases, [8] owners, [9] completed
 -- ARGV[1] JSON {"sent": [index, ...], "failed": {"index": reply}, "invalid": {"index": reason},
 --               "deferred": n, "ambiguous": n, "complete": [["chunk", "worker|token"], ...],
---               "chunks": chunks in the campaign, "ttl": lease ttl (ms)}
+--               "chunks": chunks in the campaign}
 --
--- Returns {state after, completed chunks, then 1/0 per completion: whether the claim still owned it}.
+-- Returns {state after, completed chunks (0 when nothing was completed), then 1/0 per completion:
+-- whether the claim still owned it}.
+-- This is the hot path (every few milliseconds per busy campaign), so it does only what it
+-- must: it neither reads the clock nor counts completed chunks unless it completes one.
 -- Every outcome sets the done bit; failed and invalid also set their own.
 -- A deleted campaign is left alone: writing its bits would bring its keys back,
 -- with no expiry. Completion does not depend on pause: a campaign whose last
@@ -16,7 +19,6 @@ if not state then
   return {'missing', 0}
 end
 local a = cjson.decode(ARGV[1])
-campaign_clock(KEYS[10], KEYS[7], tonumber(a.ttl))
 
 local function set_bits(key, indexes)
   local args = {}
@@ -69,10 +71,12 @@ for _, c in ipairs(a.complete) do
     result[#result + 1] = 0
   end
 end
-local completed = redis.call('ZCARD', KEYS[9])
-if completed >= tonumber(a.chunks) and (state == 'active' or state == 'paused') then
-  redis.call('SET', KEYS[1], 'completed')
-  result[1] = 'completed'
+if #a.complete > 0 then
+  local completed = redis.call('ZCARD', KEYS[9])
+  if completed >= tonumber(a.chunks) and (state == 'active' or state == 'paused') then
+    redis.call('SET', KEYS[1], 'completed')
+    result[1] = 'completed'
+  end
+  result[2] = completed
 end
-result[2] = completed
 return result
