@@ -4,6 +4,8 @@
     mailtrain-sender --config ... --check                    exec probe: exit 0 if this pod's worker is alive
     mailtrain-sender --config ... --validate                 check the file and exit
 
+SIGTERM stops it gracefully; SIGUSR1 logs where each of its tasks waits.
+
 Exit codes: 0 done (or healthy), 1 unhealthy or failed, 2 bad configuration (this file, or a
 Redis that evicts keys).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import logging
 import signal
@@ -34,11 +37,20 @@ DEFAULT_CONFIG = "/etc/mailtrain/sender.toml"
 EXIT_BAD_CONFIG = 2
 
 
+def _dump_tasks() -> None:
+    """SIGUSR1: log where every task of the process is waiting (for a process that seems stuck)."""
+    for task in asyncio.all_tasks():
+        stack = io.StringIO()
+        task.print_stack(limit=8, file=stack)
+        log.warning("task %s:\n%s", task.get_name(), stack.getvalue().rstrip())
+
+
 async def _run(path: Path, config: SenderConfig, secrets: Secrets) -> int:
     worker = Worker(config, secrets)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stopping.set)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     http = await serve(worker, config.worker.listen)
     watcher = asyncio.create_task(watch_config(path, worker.apply_config, worker.metrics))
     try:

@@ -27,6 +27,7 @@ from mailtrain_sender.layout import (
     Recipient,
     Store,
     encode_chunk,
+    hgetall,
     registry_score,
     text,
 )
@@ -209,7 +210,7 @@ class Publisher:
 
     async def failures(self, campaign_id: str) -> dict[int, str]:
         """The last SMTP reply (or reason) for each recipient that failed or was invalid, by index."""
-        raw = await self.client.hgetall(CampaignKeys(campaign_id).replies)
+        raw = await hgetall(self.client, CampaignKeys(campaign_id).replies)
         return {int(index): text(reply) for index, reply in raw.items()}
 
     async def progress(self, campaign_id: str) -> Progress:

@@ -151,16 +151,19 @@ class SmtpPool:
             self._tasks.append(asyncio.create_task(self._run(slot), name=f"smtp-{slot}"))
         # Extra connections notice their slot is gone and exit after their current message.
 
-    async def close(self, grace: float) -> None:
+    async def close(self, grace: float) -> int:
         """Stop taking jobs; let transactions in flight finish for at most `grace` seconds, then cut
-        them off (their jobs finish as dropped, ambiguous if the final dot had gone out)."""
+        them off (their jobs finish as dropped, ambiguous if the final dot had gone out).
+        Returns how many were cut off."""
         self._closing = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace)
+        cut_off = self.in_flight
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        return cut_off
 
     @property
     def relay_retry_in(self) -> float:

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.1, 5.0
 _UNHEALTHY_CRASHES, _UNHEALTHY_WINDOW = 3, 60.0  # this many crashes within this many seconds: not ready
+_CANCEL_AGAIN = 1.0  # seconds after which a loop that ignored its cancellation is cancelled again
 
 
 class Supervisor:
@@ -59,8 +60,14 @@ class Supervisor:
         )
 
     async def stop(self, *names: str) -> None:
-        """Cancel the named loops (all of them if none is named) and wait for them to end."""
+        """Cancel the named loops (all of them if none is named) and wait for them to end.
+
+        A library that swallows a cancellation (redis-py 8 did) would keep a loop running
+        through shutdown, so a loop still running after a moment is cancelled again.
+        """
         tasks = [self._tasks.pop(n) for n in (names or list(self._tasks)) if n in self._tasks]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        while tasks:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=_CANCEL_AGAIN)
+            tasks = [t for t in tasks if not t.done()]

@@ -340,8 +340,13 @@ class Worker:
             self._wind_down(runner)
         self.runners.clear()
         # The lease renewer and the acknowledgement writer keep running through all this.
-        await self.smtp.close(grace)
-        await self.acks.flush_until(loop.time() + max(_FLUSH_AT_SHUTDOWN, grace - (loop.time() - started)))
+        cut_off = await self.smtp.close(grace)
+        if cut_off:
+            log.warning("shutdown: %d transactions still in flight after %.0fs were cut off", cut_off, grace)
+        if not await self.acks.flush_until(
+            loop.time() + max(_FLUSH_AT_SHUTDOWN, grace - (loop.time() - started))
+        ):
+            log.warning("shutdown: the last outcomes could not be written; their recipients may go out again")
         if self._background:  # releases, retirements
             _, late = await asyncio.wait(self._background, timeout=_FLUSH_AT_SHUTDOWN)
             for task in late:

@@ -73,8 +73,9 @@ async def test_limit_per_process_and_priority_order_over_capacity(
     # Published before any sender runs, so what starts when is decided by the registry alone.
     priority = {(await publish(f"prio{p}", 300, priority=p)).id: p for p in (0, 1, 2, 3, 4)}
     ids = list(priority)
+    # Slow enough that sending outlasts starting the second process by far.
     fleet.start(
-        2, queue={"processes": 2, "maxParallelCampaigns": 1}, smtp={"throttling": {"messagesPerSecond": 300}}
+        2, queue={"processes": 2, "maxParallelCampaigns": 1}, smtp={"throttling": {"messagesPerSecond": 120}}
     )
 
     most: dict[str, int] = defaultdict(int)

@@ -14,8 +14,8 @@ import asyncio
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -259,7 +259,7 @@ async def test_finding_12_rows_of_the_wrong_shape_are_invalid_recipients_not_ret
     ]
     good_rows = [[f"ok.{i}@example.org", f"OK {i}"] for i in range(16 - len(bad_rows))]
     payload = json.dumps(bad_rows + good_rows)
-    await redis_client.hset(CampaignKeys(wire.id).rcpt, "0", payload)
+    await cast("Awaitable[int]", redis_client.hset(CampaignKeys(wire.id).rcpt, "0", payload))
     assert await publisher.resume(published)
     done = await wait_progress(publisher, wire.id, timeout=30)
     assert (done.sent, done.invalid, done.failed) == (len(good_rows), len(bad_rows), 0)

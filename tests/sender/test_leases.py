@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -115,7 +116,7 @@ async def test_finding_5_a_chunk_with_missing_recipients_fails_the_campaign(
     publish: PublishFn, publisher: Publisher, redis_client: Redis, store: Store
 ) -> None:
     wire = await publish("evicted", 16, chunk_size=8)
-    await redis_client.hdel(CampaignKeys(wire.id).rcpt, "0")  # as an eviction would
+    await cast("Awaitable[int]", redis_client.hdel(CampaignKeys(wire.id).rcpt, "0"))  # as an eviction would
     assert await store.claim_chunk(wire.id, "w", TTL, 8) == Inactive("failed")
     progress = await publisher.progress(wire.id)
     assert progress.state == "failed" and "chunk 0" in progress.reason and "noeviction" in progress.reason

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -29,7 +30,7 @@ async def test_publish_streams_chunks_then_registers(publisher: Publisher, redis
     assert await redis_client.zscore(PoolKeys(POOL).registry, wire.id) is not None
     progress = await publisher.progress(wire.id)
     assert (progress.state, progress.total, progress.pending, progress.sent) == ("active", 1000, 1000, 0)
-    raw = await redis_client.hget(CampaignKeys(wire.id).rcpt, "7")
+    raw = await cast("Awaitable[bytes | None]", redis_client.hget(CampaignKeys(wire.id).rcpt, "7"))
     assert raw is not None and decode_chunk(raw)[-1] == Recipient("stream.999@example.org", "User 999")
 
 
@@ -74,7 +75,7 @@ async def test_finding_6_an_interrupted_publish_is_redone(publisher: Publisher, 
     k = CampaignKeys(wire.id)
     # A publish that died after writing the description, before the state and the registry.
     await redis_client.set(k.meta, wire.model_copy(update={"total": 3, "chunks": 1}).dumps())
-    await redis_client.hset(k.rcpt, "0", "[]")
+    await cast("Awaitable[int]", redis_client.hset(k.rcpt, "0", "[]"))
     published = await publisher.publish(wire, recipients("interrupted", 20))
     assert (published.total, published.chunks) == (20, 3)
     assert await redis_client.zscore(PoolKeys(POOL).registry, wire.id) is not None

@@ -132,7 +132,6 @@ async def test_no_message_starts_once_the_lease_deadline_passed(process: Process
     assert not job.begin()  # checked right before MAIL FROM
     job.finish(Outcome.DROP, "no longer ours to send")
     assert runner.take() is None or runner.take() is None  # suspended, not handed out
-    await process.store.client.ping()
     [(state, lost)] = await process.store.renew_leases(WORKER, 10_000, [(runner.id, runner.leases())])
     runner.renewed(time.monotonic(), 10, state, lost)
     again = await process.next_job()

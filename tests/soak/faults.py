@@ -175,6 +175,8 @@ class FaultSchedule:
         try:
             code = await asyncio.to_thread(process.process.wait, bound)
         except subprocess.TimeoutExpired:
+            process.process.send_signal(signal.SIGUSR1)  # its log then says where it was stuck
+            await asyncio.sleep(0.5)
             self.ledger.kills.append((time.time(), process.worker_id))
             process.kill()
             code = None

@@ -32,6 +32,7 @@ from mailtrain_sender.layout.store import (
     Outcomes,
     Recorded,
     Store,
+    hgetall,
     text,
 )
 from mailtrain_sender.layout.wire import (
@@ -72,6 +73,7 @@ __all__ = [
     "bit_is_set",
     "decode_chunk",
     "encode_chunk",
+    "hgetall",
     "lease_holder",
     "registry_score",
     "text",

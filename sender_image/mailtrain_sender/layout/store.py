@@ -9,10 +9,10 @@ every lease at once).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -31,6 +31,11 @@ _SCRIPTS = {  # name -> whether it needs the campaign clock prelude
     "fail_campaign": False,
     "set_state": False,
 }
+
+
+async def hgetall(client: Redis, key: str) -> dict[bytes, bytes]:
+    """HGETALL, typed: redis-py 7 types hash commands as "awaitable or not"."""
+    return await cast("Awaitable[dict[bytes, bytes]]", client.hgetall(key))
 
 
 def text(value: bytes | str) -> str:
@@ -147,7 +152,7 @@ class Store:
 
     async def assignments(self, pool: str) -> dict[str, tuple[str, ...]]:
         """Every live worker's campaigns (for tests and diagnostics)."""
-        raw = await self.client.hgetall(PoolKeys(pool).assign)
+        raw = await hgetall(self.client, PoolKeys(pool).assign)
         return {text(w): tuple(c for c in text(v).split(",") if c) for w, v in raw.items()}
 
     async def eviction_policy(self) -> str | None:
