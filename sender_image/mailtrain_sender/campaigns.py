@@ -59,6 +59,7 @@ _BATCH = 32  # messages per hand-over to a render thread
 _READY_BYTES = 8 << 20  # rendered bytes held per campaign, whatever the message size
 _IDLE_POLL = 0.5  # no chunk free right now (others hold the rest), or Redis failed: look again after this
 _RENDER_TIMEOUTS = 3  # messages in a row that take too long to render: the templates are the problem
+_FAILING_TEMPLATES = 10  # template failures before any message rendered: the campaign's error, not theirs
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ class CampaignRunner:
         self._no_chunk_until = 0.0
         self._compiled: CompiledCampaign | None = None
         self._render_timeouts = 0  # in a row
+        # Template failures held back (not counted yet) until a first message renders.
+        self._held: list[tuple[ChunkState, int, str]] | None = []
         self._total_chunks = 0
         self._chunk_size = 0
         self._task: asyncio.Task[None] | None = None
@@ -240,9 +243,25 @@ class CampaignRunner:
             if isinstance(result, Envelope):
                 self._ready.append(SendJob(self, chunk, index, result))
                 self._ready_bytes += len(result.message)
+                self._first_message_rendered()
+            elif result[0] is Outcome.FAILED and self._held is not None:
+                self._held.append((chunk, index, result[1]))
             else:
                 self._record(chunk, index, *result)
+        if self._held is not None and len(self._held) >= _FAILING_TEMPLATES:
+            example = self._held[-1][2]
+            await self._fail(
+                f"the templates fail for each of the first {len(self._held)} recipients: {example}"
+            )
+            return
         self.ctx.jobs_ready()
+
+    def _first_message_rendered(self) -> None:
+        """A template that fails for everyone is the campaign's error; once one message renders,
+        a failure is the recipient's own, and those held back so far are recorded as such."""
+        held, self._held = self._held, None
+        for chunk, index, reason in held or ():
+            self._record(chunk, index, Outcome.FAILED, reason)
 
     async def _claim(self) -> None:
         s = self.ctx.settings()

@@ -26,7 +26,14 @@ from typing import TypeVar
 
 from mailtrain_sender import addresses
 from mailtrain_sender.layout import CampaignWire, Recipient
-from mailtrain_sender.render import CampaignError, CompiledCampaign, RecipientError, message_date
+from mailtrain_sender.render import (
+    CampaignError,
+    CompiledCampaign,
+    InvalidRecipientError,
+    RecipientError,
+    check_recipient,
+    message_date,
+)
 from mailtrain_sender.smtp_pool import Envelope, Outcome
 
 MESSAGE_LIMIT = 0.5  # seconds one message may take to render: some 10,000 times the usual
@@ -50,28 +57,14 @@ def _set_async_exception(thread: int, exc: type[BaseException] | None) -> None:
     )
 
 
-class _InvalidRecipient(RecipientError):
-    pass
-
-
-def _check_recipient(r: Recipient) -> Recipient:
-    if not isinstance(r.email, str):
-        raise _InvalidRecipient("email is not a string")
-    if r.name is not None and not isinstance(r.name, str):
-        raise _InvalidRecipient("name is not a string")
-    if r.vars is not None and not isinstance(r.vars, dict):
-        raise _InvalidRecipient("vars is not a mapping")
-    return r
-
-
 def render_message(compiled: CompiledCampaign, index: int, recipient: Recipient) -> Rendered:
     """One recipient's envelope, or the outcome decided without sending (invalid data, a template error)."""
     try:
-        checked = _check_recipient(recipient)
+        checked = check_recipient(recipient)
         address = addresses.normalize(checked.email)
         rendered = compiled.render(Recipient(address, checked.name, checked.vars), index)
         message = compiled.build(rendered, message_date())
-    except (_InvalidRecipient, addresses.InvalidAddressError) as exc:
+    except (InvalidRecipientError, addresses.InvalidAddressError) as exc:
         return Outcome.INVALID, str(exc)
     except RecipientError as exc:
         return Outcome.FAILED, str(exc)
@@ -79,7 +72,7 @@ def render_message(compiled: CompiledCampaign, index: int, recipient: Recipient)
         raise
     except Exception as exc:  # a bug in building one message must not stop the campaign
         return Outcome.FAILED, f"cannot build the message: {type(exc).__name__}: {exc}"
-    return Envelope(compiled.sender.addr_spec, address, message)
+    return Envelope(compiled.envelope_sender, address, message)
 
 
 class RenderPool:

@@ -18,13 +18,13 @@ from mailtrain_sender.acks import AckBuffer
 from mailtrain_sender.campaigns import CampaignRunner, RunnerContext, RunnerSettings
 from mailtrain_sender.chunks import SendJob
 from mailtrain_sender.dispatch import Dispatcher
-from mailtrain_sender.layout import CampaignWire, Store
+from mailtrain_sender.layout import CampaignWire, Recipient, Store
 from mailtrain_sender.metrics import Metrics
 from mailtrain_sender.outage import RedisOutage
 from mailtrain_sender.publisher import Publisher
 from mailtrain_sender.renderer import RenderPool
 from mailtrain_sender.smtp_pool import Outcome
-from tests.sender.conftest import POOL, PublishFn, wait_progress, wait_until
+from tests.sender.conftest import POOL, PublishFn, campaign_wire, wait_progress, wait_until
 
 WORKER = "in-process"
 
@@ -167,3 +167,27 @@ async def test_a_campaign_that_cannot_be_rendered_fails_once_with_its_reason(
     progress = await wait_progress(publisher, wire.id, state="failed", timeout=10)
     assert "template" in progress.reason and progress.pending == 10
     assert process.ended == [runner] and runner.state == "failed" and not runner.crashed
+
+
+async def test_a_template_that_fails_for_some_recipients_fails_only_them(
+    process: Process, publisher: Publisher
+) -> None:
+    wire = campaign_wire("divide", chunk_size=64, subject="{{ 100 // vars.d }} percent")
+    people = [Recipient(f"d{i}@example.org", None, {"d": 0 if i % 7 == 3 else 1}) for i in range(40)]
+    await publisher.publish(wire, people)
+    process.start(wire)
+    for _ in range(40 - 6):  # indexes 3, 10, 17, 24, 31, 38 fail to render
+        (await process.next_job()).finish(Outcome.SENT, "250 ok")
+    done = await wait_progress(publisher, wire.id, timeout=10)
+    assert (done.sent, done.failed) == (34, 6)
+    assert set(await publisher.failures(wire.id)) == {3, 10, 17, 24, 31, 38}
+
+
+async def test_a_template_that_fails_for_everyone_is_the_campaigns_error(
+    process: Process, publisher: Publisher
+) -> None:
+    wire = campaign_wire("undefined", chunk_size=8, subject="{{ vars.nothing.deeper }}")
+    await publisher.publish(wire, [Recipient(f"u{i}@example.org") for i in range(30)])
+    process.start(wire)
+    failed = await wait_progress(publisher, wire.id, state="failed", timeout=10)
+    assert "the templates fail for each of the first" in failed.reason and failed.pending == 30
