@@ -98,9 +98,15 @@ def test_pod_security_restricted_rejects_privileged_pods_and_admits_compliant_on
         timeout=30,
         what="compliant pod",
     )
-    pid = local_node.container_pids()[(admitted["metadata"]["uid"], "compliant")]
-    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    status = dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+    def container_status() -> dict[str, str] | None:
+        # The container's process starts as the agent's wrapper (mounts, cgroup) and execs the program
+        # as runAsUser a moment later; a probe that passes at once can make the pod Ready in between.
+        pid = local_node.container_pids()[(admitted["metadata"]["uid"], "compliant")]
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        status = dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+        return status if status["Uid"].split()[0] != "0" else None
+
+    status = eventually(container_status, timeout=10, what="the container's program running as runAsUser")
     assert status["Uid"].split()[:2] == ["10001", "10001"]  # runAsUser became the process's uid
     assert status["Gid"].split()[:2] == ["10001", "10001"]
     assert status["NoNewPrivs"].strip() == "1"  # allowPrivilegeEscalation: false
