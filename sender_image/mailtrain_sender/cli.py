@@ -3,6 +3,7 @@
     mailtrain-sender --config /etc/mailtrain/sender.toml     run the worker
     mailtrain-sender --config ... --check                    exec probe: exit 0 if this pod's worker is alive
     mailtrain-sender --config ... --validate                 check the file and exit
+    mailtrain-sender --config ... --listen 10.0.0.7:9090     serve /metrics, /healthz, /readyz there
 
 SIGTERM stops it gracefully; SIGUSR1 logs where each of its tasks waits.
 
@@ -26,7 +27,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from mailtrain_sender import logs
-from mailtrain_sender.config import ConfigError, Secrets, SenderConfig, load_config
+from mailtrain_sender.config import ConfigError, Secrets, SenderConfig, load_config, with_listen
 from mailtrain_sender.endpoints import serve
 from mailtrain_sender.layout import Store
 from mailtrain_sender.reload import watch_config
@@ -45,14 +46,17 @@ def _dump_tasks() -> None:
         log.warning("task %s:\n%s", task.get_name(), stack.getvalue().rstrip())
 
 
-async def _run(path: Path, config: SenderConfig, secrets: Secrets) -> int:
+async def _run(path: Path, config: SenderConfig, secrets: Secrets, listen: str | None) -> int:
     worker = Worker(config, secrets)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stopping.set)
     loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     http = await serve(worker, config.worker.listen)
-    watcher = asyncio.create_task(watch_config(path, worker.apply_config, worker.metrics))
+    def apply(new: SenderConfig) -> None:  # a reloaded file keeps the --listen of this process
+        worker.apply_config(with_listen(new, listen) if listen else new)
+
+    watcher = asyncio.create_task(watch_config(path, apply, worker.metrics))
     try:
         await worker.run()
     finally:
@@ -111,9 +115,17 @@ def main(argv: list[str] | None = None) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="exec probe: is this pod's worker alive?")
     mode.add_argument("--validate", action="store_true", help="validate the configuration and exit")
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="overrides worker.listen: a pod passes its own address ($(POD_IP):9090), which a shared "
+        "sender.toml cannot",
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
+        if args.listen:
+            config = with_listen(config, args.listen)
         secrets = Secrets()
     except ConfigError as exc:
         print(f"mailtrain-sender: {exc}", file=sys.stderr)
@@ -126,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(_check(config, secrets))
     logs.setup(config.worker.log_format, config.worker.log_level, config.worker_id)
     try:
-        sys.exit(asyncio.run(_run(args.config, config, secrets)))
+        sys.exit(asyncio.run(_run(args.config, config, secrets, args.listen)))
     except FatalError as exc:
         log.error("%s", exc)
         print(f"mailtrain-sender: {exc}", file=sys.stderr)

@@ -260,6 +260,14 @@ def parse_config(text: str, source: str = "sender.toml") -> SenderConfig:
         raise ConfigError(f"{source}: {_describe(exc)}") from exc
 
 
+def with_listen(config: SenderConfig, listen: str) -> SenderConfig:
+    """The configuration with worker.listen replaced (the --listen option), validated like the file."""
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--listen: {listen!r} is not HOST:PORT")
+    return config.model_copy(update={"worker": config.worker.model_copy(update={"listen": listen})})
+
+
 def load_config(path: Path) -> SenderConfig:
     try:
         text = path.read_text()

@@ -54,7 +54,8 @@ from mailtrain_sender.throttle import Throttle
 log = logging.getLogger(__name__)
 _FORGET_METRICS_AFTER = 600.0  # seconds a finished campaign's series stay on /metrics
 _RESTART_BACKOFF = (0.5, 30.0)  # a campaign whose runner ended but that is still assigned waits this long
-_FLUSH_AT_SHUTDOWN = 5.0  # seconds to keep trying to write the last outcomes when Redis fails
+_FLUSH_AT_SHUTDOWN = 5.0  # seconds after shutdownGrace for the last outcomes and releases
+_LEAVE_TIMEOUT = 2.0
 
 
 class FatalError(Exception):
@@ -343,19 +344,22 @@ class Worker:
         cut_off = await self.smtp.close(grace)
         if cut_off:
             log.warning("shutdown: %d transactions still in flight after %.0fs were cut off", cut_off, grace)
-        if not await self.acks.flush_until(
-            loop.time() + max(_FLUSH_AT_SHUTDOWN, grace - (loop.time() - started))
-        ):
+        # What is left (outcomes, releases, leaving the pool) gets a few seconds, whatever the grace used.
+        deadline = loop.time() + _FLUSH_AT_SHUTDOWN
+        if not await self.acks.flush_until(deadline):
             log.warning("shutdown: the last outcomes could not be written; their recipients may go out again")
         if self._background:  # releases, retirements
-            _, late = await asyncio.wait(self._background, timeout=_FLUSH_AT_SHUTDOWN)
+            _, late = await asyncio.wait(self._background, timeout=max(0.1, deadline - loop.time()))
             for task in late:
                 task.cancel()
         await self.supervisor.stop()
-        try:
-            await self.store.rebalance(self.pool, self.id, 0, 0, leaving=True)
-        except RedisError as exc:
-            self.outage.failed("leave", exc)
+        # Leaving hands our campaigns over at once; if Redis does not answer soon, our heartbeat expires.
+        leave = asyncio.create_task(self.store.rebalance(self.pool, self.id, 0, 0, leaving=True))
+        await asyncio.wait({leave}, timeout=_LEAVE_TIMEOUT)
+        if not leave.done():
+            leave.cancel()
+        elif not leave.cancelled() and isinstance(leave.exception(), RedisError):
+            log.info("could not leave the pool (%s); our heartbeat expires on its own", leave.exception())
         self.renderer.close()
         await self.client.aclose()
         log.info("stopped after %.1fs", loop.time() - started)

@@ -98,6 +98,7 @@ def test_pod_security_restricted_rejects_privileged_pods_and_admits_compliant_on
         timeout=30,
         what="compliant pod",
     )
+
     def container_status() -> dict[str, str] | None:
         # The container's process starts as the agent's wrapper (mounts, cgroup) and execs the program
         # as runAsUser a moment later; a probe that passes at once can make the pod Ready in between.

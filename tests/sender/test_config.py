@@ -128,3 +128,17 @@ def test_finding_14_the_default_retries_outlast_greylisting() -> None:
     assert "MAILTRAIN_SMTP_PASSWORD" not in str(
         BAD_FILES["redis password in the file names the redis variable"]
     )
+
+
+def test_listen_on_the_command_line_overrides_the_file_and_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "sender.toml"
+    path.write_text(MINIMAL)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "sender_image")}
+    command = [sys.executable, "-m", "mailtrain_sender", "--config", str(path), "--validate"]
+    assert subprocess.run([*command, "--listen", "10.244.0.7:9090"], env=env, timeout=60).returncode == 0
+    bad = subprocess.run(
+        [*command, "--listen", "nowhere"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert (
+        bad.returncode == 2 and bad.stderr.strip() == "mailtrain-sender: --listen: 'nowhere' is not HOST:PORT"
+    )

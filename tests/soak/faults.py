@@ -36,9 +36,19 @@ KIND_WEIGHTS = {
     "publish": 2.5,
     "pause": 1.0,
     "resume": 1.0,
+    "reprioritize": 0.8,
     "delete": 0.7,
 }
-_NEEDS_REDIS = {"publish", "pause", "resume", "delete", "redis_restart", "redis_crash", "redis_pause"}
+_NEEDS_REDIS = {
+    "publish",
+    "pause",
+    "resume",
+    "reprioritize",
+    "delete",
+    "redis_restart",
+    "redis_crash",
+    "redis_pause",
+}
 _TICK = 0.1
 
 FollowUp = Callable[[], Awaitable[bool]]  # True when done; False: try again a moment later
@@ -93,6 +103,7 @@ class FaultSchedule:
             "publish": ops.publish,
             "pause": ops.pause,
             "resume": ops.resume,
+            "reprioritize": ops.reprioritize,
             "delete": ops.delete,
         }
         await actions[kind](rng)

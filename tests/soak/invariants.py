@@ -9,9 +9,10 @@ For every campaign not deleted:
                          `completed` has every recipient marked, whatever the campaign's state
     duplicates           a delivery the sender did not account for (every delivery of a failed one,
                          all but the last of a sent one) must be explained: (a) its sender was
-                         SIGKILLed within ACK_WINDOW after it, or (b) the relay cut the connection
-                         after the dot or held its reply for the SMTP timeout. A Redis restart or
-                         pause is no excuse.
+                         SIGKILLed while it was in flight or within ACK_WINDOW after the relay's
+                         reply, or while Redis was unavailable since then (its outcome could not be
+                         written), or (b) the relay cut the connection after the dot or held its
+                         reply for the SMTP timeout. A Redis restart or pause alone is no excuse.
 For every deleted campaign:
     deleted_silence      nothing arrives later than DELETE_GRACE after Publisher.delete returned
     deleted_keys_gone    none of its keys exist any more (late acknowledgements must not re-create them)
@@ -256,12 +257,23 @@ class Judge:
             return "after_dot_drop"
         if message.reply_delay >= opt.SMTP_TIMEOUT - opt.SLOW_REPLY_SLACK:
             return "slow_reply"
+        # When the sender could have learnt that the relay took it: after the relay's (possibly slow) reply.
+        replied = message.received_at + message.reply_delay
         for killed_at, worker in self.ledger.kills:
-            if worker == message.helo and (
-                killed_at - opt.ACK_WINDOW <= message.received_at <= killed_at + opt.KILL_SKEW
-            ):
+            if worker != message.helo or killed_at < message.received_at - opt.KILL_SKEW:
+                continue
+            if killed_at <= replied + opt.ACK_WINDOW:
                 return f"sigkill {worker}@{self.ledger.relative(killed_at)}s"
+            if self._unwritable(replied, killed_at):
+                return f"sigkill_during_redis_outage {worker}@{self.ledger.relative(killed_at)}s"
         return None
+
+    def _unwritable(self, replied: float, killed_at: float) -> bool:
+        """Redis was paused or down from (about) the reply until the kill: the outcome was not writable."""
+        return any(
+            start <= replied + opt.ACK_WINDOW and killed_at <= until + opt.ACK_WINDOW
+            for start, until in self.ledger.redis_outages
+        )
 
     def _sender_faults(self, sender: str, before: float, count: int = 5) -> list[dict[str, Any]]:
         """The last relay faults injected on a process's connections before a moment."""

@@ -1,9 +1,6 @@
-"""What the operator does to a running pool, at random: campaigns published, paused, resumed and
-deleted through `Publisher`, and sender.toml rewritten (caps, connections, throttle).
-
-Changing a published campaign's priority is not injected: `Publisher` has no operation for it (a
-new priority would mean re-scoring the registry entry, which only `_register` does, at publish
-and resume). The report says so.
+"""What the operator does to a running pool, at random: campaigns published, paused, resumed,
+re-prioritized and deleted through `Publisher`, and sender.toml rewritten (caps, connections,
+throttle).
 """
 
 from __future__ import annotations
@@ -95,6 +92,14 @@ class CampaignOperations:
         record = await self._pick(rng, ("paused",))
         if record is not None and await self.rig.publisher.resume(record.wire):
             self.ledger.record("campaign_resume", record.wire.id)
+
+    async def reprioritize(self, rng: random.Random) -> None:
+        record = await self._pick(rng, ("active",))
+        if record is None:
+            return
+        priority = rng.choice([p for p in PRIORITIES if p != record.wire.priority] or [1])
+        if await self.rig.publisher.reprioritize(record.wire, priority):
+            self.ledger.record("campaign_priority", record.wire.id, priority=priority)
 
     async def resume_all(self) -> None:
         """End of the fault phase: a paused campaign would never finish."""

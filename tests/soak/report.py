@@ -22,8 +22,6 @@ from tests.soak.samplers import WorkSampler
 from tests.soak.throttle import ThrottleVerdict
 
 NOTES = [
-    "Priority changes are not injected: Publisher has no operation to change a published campaign's "
-    "priority (only publish and resume score the registry entry).",
     "Relay faults are drawn from the relay's own Random(seed): a replay repeats their rates, not which "
     "message meets which fault, since that depends on timing.",
 ]
