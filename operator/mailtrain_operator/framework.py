@@ -1,0 +1,117 @@
+"""kopf itself, set up for this operator: its marks on objects, peering, events, logging, and the run.
+
+Where it sits: `cli.py` calls `configure_logging` and `run`; the startup handler in `handlers.py`
+calls `configure`, so every kopf setting is made in one place, before any watch starts. Domain
+modules never import this.
+
+What kopf writes on our objects, and why each is ours rather than kopf's default:
+- the finalizer `mailtrain.dev/finalizer`, so `kubectl get -o yaml` says whose it is;
+- handler progress in annotations `mailtrain.dev/<handler id>`, not in `status.kopf`: the CRDs
+  have structural schemas, and the apiserver would prune a `status.kopf` it does not know, so
+  kopf would lose its progress and run handlers again;
+- the last handled spec in the annotation `mailtrain.dev/last-handled-configuration`, with large
+  values (a 300 KB HTML body, a thousand inline recipients) replaced by their SHA-256. The
+  apiserver refuses annotations above 256 KiB in all, and kopf would retry that patch forever;
+  a digest still changes whenever the value does, so kopf still sees every change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import socket
+from collections.abc import Iterable
+from typing import Any, cast
+
+import kopf
+
+from mailtrain_operator.settings import OperatorSettings
+
+GROUP = "mailtrain.dev"
+FINALIZER = f"{GROUP}/finalizer"
+ANNOTATION_PREFIX = GROUP
+DIFF_BASE_KEY = "last-handled-configuration"
+COMPONENT = "mailtrain-operator"
+# A value whose JSON is longer than this is kept in the diff base as its digest. A spec holds at most
+# about a hundred values (50 headers and a few fields), so the annotation stays far below 256 KiB.
+DIGEST_ABOVE = 1024
+_MEMO_KEY = "operator_settings"
+
+
+def _digest_large(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _digest_large(item) for key, item in value.items()}
+    encoded = json.dumps(value, sort_keys=True, separators=(",", ":"))  # ASCII, as kopf stores it
+    if len(encoded) <= DIGEST_ABOVE:
+        return value
+    return "sha256:" + hashlib.sha256(encoded.encode()).hexdigest()
+
+
+class DigestingDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's annotation diff base, with every large value replaced by its SHA-256 (see above)."""
+
+    def build(
+        self,
+        *,
+        body: kopf.Body,
+        extra_fields: Iterable[Any] | None = None,
+    ) -> kopf.BodyEssence:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        return cast(kopf.BodyEssence, _digest_large(dict(essence)))
+
+
+def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) -> None:
+    """Every kopf setting of the operator. Called once, by the startup handler."""
+    persistence = kopf_settings.persistence
+    persistence.finalizer = FINALIZER
+    persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX, v1=False)
+    persistence.diffbase_storage = DigestingDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key=DIFF_BASE_KEY, v1=False
+    )
+
+    peering = kopf_settings.peering
+    peering.name = settings.peering_name
+    peering.standalone = settings.standalone
+    # Mandatory unless standalone: without a peering object, two replicas would both be active.
+    peering.mandatory = not settings.standalone
+    peering.stealth = True  # keep-alives every minute would fill the log; pauses are still logged
+
+    posting = kopf_settings.posting
+    posting.enabled = True
+    posting.loggers = False  # only the Events we post on purpose (Scheduled, Started, ...)
+    posting.reporting_component = COMPONENT
+    posting.reporting_instance = socket.gethostname()  # the pod's name in a pod
+    posting.event_name_prefix = "mailtrain-"
+
+
+def operator_settings(memo: kopf.Memo) -> OperatorSettings:
+    """Our settings, as `run` put them into kopf's memo (every handler gets a copy of it)."""
+    settings = memo[_MEMO_KEY]
+    assert isinstance(settings, OperatorSettings)
+    return settings
+
+
+def configure_logging(settings: OperatorSettings) -> None:
+    json_lines = settings.log_format == "json"
+    kopf.configure(
+        debug=settings.log_level == "debug",
+        log_format=kopf.LogFormat.JSON if json_lines else kopf.LogFormat.FULL,
+        log_refkey="object" if json_lines else None,
+    )
+    # kopf knows debug, info and warning; error is ours to set.
+    logging.getLogger().setLevel(settings.log_level.upper())
+    if settings.log_level != "debug":  # a line for every liveness probe, every few seconds, says nothing
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def run(settings: OperatorSettings) -> None:
+    """Run kopf until SIGTERM or SIGINT, with the handlers of `handlers.py` (registered on import)."""
+    from mailtrain_operator import handlers  # noqa: F401
+
+    kopf.run(
+        clusterwide=settings.clusterwide,
+        namespaces=settings.namespaces,
+        liveness_endpoint=f"http://{settings.health_listen}/healthz",
+        memo=kopf.Memo({_MEMO_KEY: settings}),
+    )

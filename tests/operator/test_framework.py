@@ -1,0 +1,114 @@
+"""kopf, set up for this operator: its marks on objects, peering, and a real run against the apiserver."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import kopf
+
+from mailtrain_operator import framework
+from mailtrain_operator.settings import ENV_PREFIX, OperatorSettings
+from tests.harness import net
+from tests.harness.controlplane import ControlPlane
+
+OPERATOR = Path(sys.executable).parent / "mailtrain-operator"
+
+
+def _configured(**ours: object) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    framework.configure(settings, OperatorSettings.model_validate(ours))
+    return settings
+
+
+def test_kopf_marks_our_objects_with_our_own_names() -> None:
+    settings = _configured()
+    assert settings.persistence.finalizer == "mailtrain.dev/finalizer"
+    progress = settings.persistence.progress_storage
+    assert isinstance(progress, kopf.AnnotationsProgressStorage)  # not status.kopf: the schema prunes it
+    assert progress.prefix == "mailtrain.dev"
+    diffbase = settings.persistence.diffbase_storage
+    assert isinstance(diffbase, framework.DigestingDiffBaseStorage)
+    assert list(diffbase.make_keys(diffbase.key)) == ["mailtrain.dev/last-handled-configuration"]
+    assert settings.posting.reporting_component == "mailtrain-operator"
+    assert settings.posting.loggers is False
+
+
+def test_peering_is_mandatory_unless_standalone() -> None:
+    peering = _configured(peering_name="mail-ops").peering
+    assert (peering.name, peering.mandatory, peering.standalone) == ("mail-ops", True, False)
+    alone = _configured(standalone=True).peering
+    assert (alone.mandatory, alone.standalone) == (False, True)
+
+
+def _campaign(html: str, recipients: int) -> kopf.Body:
+    return kopf.Body(
+        {
+            "apiVersion": "mailtrain.dev/v1alpha1",
+            "kind": "MailCampaign",
+            "metadata": {"name": "big", "namespace": "mail", "annotations": {"team": "news"}},
+            "spec": {
+                "subject": "Hello {{ name }}",
+                "html": html,
+                "recipients": {"inline": [{"email": f"r{i}@acme.example"} for i in range(recipients)]},
+            },
+        }
+    )
+
+
+def test_the_diff_base_keeps_large_values_as_digests_so_the_annotation_fits() -> None:
+    storage = _configured().persistence.diffbase_storage
+    body = _campaign("<p>" + "x" * 1_000_000 + "</p>", recipients=1000)
+    essence = storage.build(body=body)
+    patch = kopf.Patch()
+    storage.store(body=body, patch=patch, essence=essence)
+    stored = patch["metadata"]["annotations"]["mailtrain.dev/last-handled-configuration"]
+    assert len(stored) < 4096  # the apiserver's limit for all annotations together is 256 KiB
+    spec = json.loads(stored)["spec"]
+    assert spec["subject"] == "Hello {{ name }}"  # small values stay readable in kopf's diffs
+    assert spec["html"].startswith("sha256:") and spec["recipients"]["inline"].startswith("sha256:")
+    # A change to a digested value is still a change.
+    assert storage.build(body=_campaign("<p>" + "y" * 1_000_000 + "</p>", 1000)) != essence
+    assert storage.build(body=_campaign("<p>" + "x" * 1_000_000 + "</p>", 1001)) != essence
+    assert storage.build(body=body) == essence
+
+
+def _healthy(port: int) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{net.LOOPBACK}:{port}/healthz", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def test_the_operator_runs_kopf_against_the_apiserver_and_stops_on_sigterm(
+    controlplane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    port = net.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env |= {
+        "KUBECONFIG": str(controlplane.kubeconfig),
+        "NO_PROXY": net.LOOPBACK,
+        f"{ENV_PREFIX}NAMESPACES": namespace,
+        f"{ENV_PREFIX}STANDALONE": "true",
+        f"{ENV_PREFIX}HEALTH_LISTEN": f"{net.LOOPBACK}:{port}",
+    }
+    log = tmp_path / "operator.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([str(OPERATOR)], stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        # kopf serves /healthz only after the startup handlers succeeded.
+        net.wait_until(lambda: _healthy(port), what="operator /healthz", timeout=60, process=process, log=log)
+        started = f"mailtrain-operator started: watching {namespace}, standalone"
+        net.wait_until(lambda: started in log.read_text(), what="the startup log line", timeout=10, log=log)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, net.log_tail(log)  # within a pod's default grace period
+    finally:
+        net.stop_process(process)
+    assert "Traceback" not in log.read_text()
