@@ -17,9 +17,11 @@ What kopf writes on our objects, and why each is ours rather than kopf's default
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
+import os
 import socket
 from collections.abc import Iterable
 from typing import Any, cast
@@ -105,6 +107,16 @@ def configure_logging(settings: OperatorSettings) -> None:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+def identity() -> str:
+    """This operator's name among its peers: $POD_ID (kopf's convention), else host/start time/pid.
+
+    kopf's own default asks the password database for the user's name, and a container running as
+    a UID without an entry there (USER 10001 in our image, or OpenShift's random UIDs) crashes on it.
+    """
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
+    return os.environ.get("POD_ID") or f"{socket.gethostname()}/{started}/{os.getpid()}"
+
+
 def run(settings: OperatorSettings) -> None:
     """Run kopf until SIGTERM or SIGINT, with the handlers of `handlers.py` (registered on import)."""
     from mailtrain_operator import handlers  # noqa: F401
@@ -114,4 +126,5 @@ def run(settings: OperatorSettings) -> None:
         namespaces=settings.namespaces,
         liveness_endpoint=f"http://{settings.health_listen}/healthz",
         memo=kopf.Memo({_MEMO_KEY: settings}),
+        identity=cast(Any, identity()),  # kopf's Identity is a NewType of str it does not export
     )

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
 import kopf
+import pytest
 
 from mailtrain_operator import framework
 from mailtrain_operator.settings import ENV_PREFIX, OperatorSettings
@@ -112,3 +115,17 @@ def test_the_operator_runs_kopf_against_the_apiserver_and_stops_on_sigterm(
     finally:
         net.stop_process(process)
     assert "Traceback" not in log.read_text()
+
+
+def test_the_identity_needs_no_password_database_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container whose UID has no /etc/passwd entry (our image's USER 10001) must still start."""
+
+    def no_entry(uid: int) -> None:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    for variable in ("POD_ID", "LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(variable, raising=False)
+    assert framework.identity().startswith(socket.gethostname() + "/")
+    monkeypatch.setenv("POD_ID", "mailtrain-operator-7d9f-x2k4q")
+    assert framework.identity() == "mailtrain-operator-7d9f-x2k4q"
