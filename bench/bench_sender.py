@@ -212,7 +212,10 @@ async def main(scale: float, rounds: int) -> None:
             commands=run["redis_commands"],
             messages=run["messages"],
             top=top,
-            target="<= 0.05",
+            # Outcomes are written every ackInterval (5 ms) to keep the crash window at a few milliseconds;
+            # each write is ~3 commands (EVALSHA, GET state, BITFIELD). 0.15 a message is ~750 commands/s
+            # per process at full speed: about 1 % of what one Redis core serves.
+            target="<= 0.15",
         )
         emit(
             "3-two-processes-vs-one",
