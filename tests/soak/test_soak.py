@@ -1,9 +1,5 @@
 """The short soak profile (about 2 minutes, 3 sender processes) as part of `make test`.
 
-NOT COLLECTED YET: today's engine fails the soak (issue 6). Once the sender's fixes land and
-`python -m tests.soak.run_soak --duration 90 --seed N` passes for several seeds, enable it with
-`git mv tests/soak/test_soak.py.txt tests/soak/test_soak.py`.
-
 Each run draws a fresh seed, so `make test` keeps exploring; a failure prints the seed and the
 command that replays it (`SOAK_SEED=<seed> make pytest PYTEST_ARGS=tests/soak` does the same here).
 """
