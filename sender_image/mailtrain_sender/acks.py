@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from mailtrain_sender.layout import Lease, Outcomes, Store
+from mailtrain_sender.layout import Lease, Outcomes, Recorded, Store
 from mailtrain_sender.outage import RedisOutage
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class AckBuffer:
         self._wanted = asyncio.Event()  # something waits to be written
         self._room = asyncio.Event()  # fewer than MAX_UNWRITTEN outcomes wait
         self._room.set()
+        self._refused: set[str] = set()  # campaigns whose last write Redis refused (logged once)
 
     def _for(self, campaign: str, chunks: int) -> Outcomes:
         entry = self._pending.get(campaign)
@@ -126,12 +127,23 @@ class AckBuffer:
             self._outage.ok()
             if self._count < MAX_UNWRITTEN:
                 self._room.set()
+        refused = {c: r for c, r in recorded.items() if not isinstance(r, Recorded)}
+        if refused:  # kept for the next write; the other campaigns' outcomes went through
+            kept = {c: batch.pop(c) for c in refused}
+            async with self._lock:
+                self._restore(kept, sum(len(e.outcomes) for e in kept.values()))
+            for campaign, error in refused.items():
+                if campaign not in self._refused:
+                    log.error("Redis refuses the outcomes of campaign %s (%s); keeping them", campaign, error)
+                self._refused.add(campaign)
+        self._refused -= set(batch)
         for campaign, entry in batch.items():
             result = recorded[campaign]
+            assert isinstance(result, Recorded)
             owned = result.owned or (False,) * len(entry.callbacks)
             for done, was_owned in zip(entry.callbacks, owned, strict=True):
                 done(was_owned, result.state)
-        return True
+        return bool(batch) or not refused  # all refused: the writer backs off as for an outage
 
     def _restore(self, batch: dict[str, _Campaign], count: int) -> None:
         for campaign, entry in batch.items():

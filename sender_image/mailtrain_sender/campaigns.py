@@ -49,7 +49,7 @@ from mailtrain_sender.layout import (
 from mailtrain_sender.metrics import Metrics
 from mailtrain_sender.outage import RedisOutage
 from mailtrain_sender.render import CampaignError, CompiledCampaign
-from mailtrain_sender.renderer import MESSAGE_LIMIT, TIMED_OUT, RenderPool
+from mailtrain_sender.renderer import TIMED_OUT, RenderPool
 from mailtrain_sender.smtp_pool import Envelope, Outcome
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,8 @@ _BATCH = 32  # messages per hand-over to a render thread
 _READY_BYTES = 8 << 20  # rendered bytes held per campaign, whatever the message size
 _IDLE_POLL = 0.5  # no chunk free right now (others hold the rest), or Redis failed: look again after this
 _RENDER_TIMEOUTS = 3  # messages in a row that take too long to render: the templates are the problem
-_FAILING_TEMPLATES = 10  # template failures before any message rendered: the campaign's error, not theirs
+_FAILING_TEMPLATES = 10  # template failures before any message rendered: judge whose error it is
+_RENDER_BUDGET = 0.02  # seconds of rendering per batch; beyond it the runner yields as long again
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ class CampaignRunner:
             self.log = logging.LoggerAdapter(log, {"campaign": wire.name})
             if wire.chunk_size <= 0 or wire.chunk_size % 8:
                 raise CampaignError(f"chunkSize {wire.chunk_size} is not a positive multiple of 8")
-            self._compiled = self.ctx.renderer.compile(wire)
+            self._compiled = await asyncio.to_thread(self.ctx.renderer.compile, wire)
         except CampaignError as exc:
             await self._fail(str(exc))
             return False
@@ -194,10 +195,13 @@ class CampaignRunner:
             batch = self._next_batch()
             if batch:
                 await self._render(batch)
-                await asyncio.sleep(0)  # a batch at a time: the connections get their turn in between
                 continue
-            if now >= self._no_chunk_until and sum(c.busy for c in self.chunks.values()) < _CHUNKS_AHEAD:
+            busy = sum(c.busy for c in self.chunks.values())
+            if now >= self._no_chunk_until and busy < _CHUNKS_AHEAD:
                 await self._claim()
+                continue
+            if self._held:  # nothing more to render here, and only failures so far: decide now
+                await self._judge_held()
                 continue
             self._wake.clear()
             wait = self._no_chunk_until - now if self._no_chunk_until > now else _IDLE_POLL
@@ -207,7 +211,8 @@ class CampaignRunner:
                 await asyncio.wait_for(self._wake.wait(), max(0.001, wait))
 
     def _next_batch(self) -> list[tuple[ChunkState, int, Recipient]]:
-        room = self.ctx.settings().ready_cap - len(self._ready)
+        # Jobs suspended on an unconfirmed lease count too: while Redis is away nothing piles up.
+        room = self.ctx.settings().ready_cap - len(self._ready) - len(self._suspended)
         if room <= 0 or self._ready_bytes >= _READY_BYTES:
             return []
         batch: list[tuple[ChunkState, int, Recipient]] = []
@@ -219,24 +224,15 @@ class CampaignRunner:
 
     async def _render(self, batch: list[tuple[ChunkState, int, Recipient]]) -> None:
         assert self._compiled is not None
+        started = time.monotonic()
         try:
-            results = self.ctx.renderer.render(self._compiled, [(i, r) for _, i, r in batch])
+            results = self.ctx.renderer.render(self._compiled, [(i, r) for _, i, r in batch], _RENDER_BUDGET)
         except CampaignError as exc:
             await self._fail(str(exc))
             return
-        for chunk, index, recipient in reversed(batch[len(results) :]):  # after a timeout: later
+        took = time.monotonic() - started
+        for chunk, index, recipient in reversed(batch[len(results) :]):  # over budget, or timed out: later
             chunk.pending.appendleft((index, recipient))
-        if results and results[-1] == (Outcome.FAILED, TIMED_OUT):
-            self._render_timeouts += 1
-            if self._render_timeouts >= _RENDER_TIMEOUTS:
-                await self._fail(
-                    f"{TIMED_OUT} for {self._render_timeouts} recipients in a row; simplify the templates"
-                )
-                return
-            # The loop stood still while it rendered: give everything else as long before the next try.
-            await asyncio.sleep(MESSAGE_LIMIT)
-        else:
-            self._render_timeouts = 0
         for (chunk, index, _), result in zip(batch, results, strict=False):
             if chunk.lost or not self.active:
                 continue  # left unacknowledged: whoever has the chunk next sends it
@@ -248,20 +244,42 @@ class CampaignRunner:
                 self._held.append((chunk, index, result[1]))
             else:
                 self._record(chunk, index, *result)
-        if self._held is not None and len(self._held) >= _FAILING_TEMPLATES:
-            example = self._held[-1][2]
-            await self._fail(
-                f"the templates fail for each of the first {len(self._held)} recipients: {example}"
-            )
-            return
         self.ctx.jobs_ready()
+        timed_out = bool(results) and results[-1] == (Outcome.FAILED, TIMED_OUT)
+        self._render_timeouts = self._render_timeouts + 1 if timed_out else 0
+        if self._render_timeouts >= _RENDER_TIMEOUTS:
+            await self._fail(
+                f"{TIMED_OUT} for {self._render_timeouts} recipients in a row; simplify the templates"
+            )
+        elif self._held is not None and len(self._held) >= _FAILING_TEMPLATES:
+            await self._judge_held()
+        # Slow templates take at most half of the loop's time: yield as long as the batch took.
+        await asyncio.sleep(took if took > _RENDER_BUDGET else 0)
 
     def _first_message_rendered(self) -> None:
-        """A template that fails for everyone is the campaign's error; once one message renders,
-        a failure is the recipient's own, and those held back so far are recorded as such."""
+        """Once one message renders, a template failure is the recipient's own: record those held back."""
         held, self._held = self._held, None
         for chunk, index, reason in held or ():
-            self._record(chunk, index, Outcome.FAILED, reason)
+            if not chunk.lost:
+                self._record(chunk, index, Outcome.FAILED, reason)
+
+    async def _judge_held(self) -> None:
+        """Only template failures so far, and no more to render for now (or enough of them to judge):
+        if the campaign has sent nobody yet, the templates are the campaign's error; otherwise these
+        recipients' data is (another process, or an earlier runner, sent the others)."""
+        assert self._held
+        try:
+            sent = await self.ctx.store.sent(self.id)
+        except RedisError as exc:
+            self.ctx.outage.failed("judge", exc)
+            await asyncio.sleep(_IDLE_POLL)
+            return
+        self.ctx.outage.ok()
+        if sent > 0:
+            self._first_message_rendered()
+            return
+        example = self._held[-1][2]
+        await self._fail(f"the templates fail for each of the first {len(self._held)} recipients: {example}")
 
     async def _claim(self) -> None:
         s = self.ctx.settings()
@@ -314,12 +332,13 @@ class CampaignRunner:
         now = time.monotonic()
         while self._ready:
             job = self._ready.popleft()
-            self._ready_bytes -= len(job.envelope.message)
             if job.chunk.lost:
+                self._ready_bytes -= len(job.envelope.message)
                 continue  # the chunk is someone else's now
             if now >= job.chunk.deadline:
-                self._suspended.append(job)  # until a renewal confirms the lease
+                self._suspended.append(job)  # until a renewal confirms the lease (its bytes still count)
                 continue
+            self._ready_bytes -= len(job.envelope.message)
             job.chunk.in_hand += 1
             self._in_hand += 1
             self._idle.clear()
@@ -409,11 +428,16 @@ class CampaignRunner:
     def leases(self) -> list[tuple[int, int]]:
         return [c.lease for c in self.chunks.values() if not c.lost]
 
-    def renewed(self, started: float, ttl: float, state: str, lost: set[int] | None) -> None:
-        """A renewal's answer: confirm the leases we still hold, drop those we lost."""
+    def renewed(
+        self, started: float, ttl: float, state: str, lost: set[int] | None, sent: list[tuple[int, int]]
+    ) -> None:
+        """A renewal's answer about the leases it named (`sent`): confirm those still ours, drop those
+        lost. A chunk claimed (or claimed back with a new token) after the renewal left is not touched:
+        the answer is not about it."""
         deadline = started + ttl - lease_margin(ttl)
+        named = set(sent)
         for chunk in list(self.chunks.values()):
-            if chunk.lost:
+            if chunk.lost or chunk.lease not in named:
                 continue
             if lost is not None and chunk.chunk not in lost:
                 chunk.deadline = max(chunk.deadline, deadline)
@@ -426,10 +450,11 @@ class CampaignRunner:
         now = time.monotonic()
         still, self._suspended = self._suspended, []
         for job in still:
-            if not job.chunk.lost and now < job.chunk.deadline:
+            if job.chunk.lost:
+                self._ready_bytes -= len(job.envelope.message)
+            elif now < job.chunk.deadline:
                 self._ready.appendleft(job)
-                self._ready_bytes += len(job.envelope.message)
-            elif not job.chunk.lost:
+            else:
                 self._suspended.append(job)
         if state != ACTIVE:
             self.log.info("campaign is %s; stopping work on it", state)

@@ -53,6 +53,7 @@ async def _run(path: Path, config: SenderConfig, secrets: Secrets, listen: str |
         loop.add_signal_handler(sig, worker.stopping.set)
     loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     http = await serve(worker, config.worker.listen)
+
     def apply(new: SenderConfig) -> None:  # a reloaded file keeps the --listen of this process
         worker.apply_config(with_listen(new, listen) if listen else new)
 

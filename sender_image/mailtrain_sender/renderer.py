@@ -7,18 +7,23 @@ next process would block on the same recipient.
 
 Rendering stays on the event loop, a batch at a time: a message takes about
 30 µs, and moving it to a thread costs more than that, above all in waits for
-the GIL on every network wake-up. Instead a watchdog *thread* (the loop itself
-may be the one stuck) interrupts a message that has been rendering for longer
-than `MESSAGE_LIMIT`, by raising `RenderTimeout` in the loop's thread. That
-recipient fails with the reason and the batch ends, so the loop runs again; the
-runner fails the campaign after three in a row rather than burn its recipients
-one by one. So a runaway template stalls the loop for at most half a second at
-a time, and its campaign is stopped within seconds.
+the GIL on every network wake-up. So that slow templates cannot hog the loop,
+a batch stops after a time budget (the runner then yields as long again), and a
+watchdog *thread* (the loop itself may be the one stuck) interrupts a message
+that has been rendering for longer than `MESSAGE_LIMIT`, by raising
+`RenderTimeout` in the loop's thread. That recipient fails with the reason and
+the batch ends; the runner fails the campaign after three in a row rather than
+burn its recipients one by one. So a runaway template stalls the loop for at
+most half a second at a time, and takes at most half of its time.
+
+Compiling (seconds for the largest templates) runs on a thread, under the same
+watchdog.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,8 +41,9 @@ from mailtrain_sender.render import (
 )
 from mailtrain_sender.smtp_pool import Envelope, Outcome
 
+log = logging.getLogger(__name__)
 MESSAGE_LIMIT = 0.5  # seconds one message may take to render: some 10,000 times the usual
-COMPILE_LIMIT = 2.0  # seconds compiling a campaign's templates may take
+COMPILE_LIMIT = 30.0  # seconds compiling a campaign's templates may take (on a thread: the loop runs on)
 TIMED_OUT = f"rendering took longer than {MESSAGE_LIMIT:g}s"
 _WATCH_INTERVAL = 0.05
 
@@ -99,34 +105,49 @@ class RenderPool:
                 _set_async_exception(ident, None)
 
     def compile(self, wire: CampaignWire) -> CompiledCampaign:
-        """Compile the campaign's templates; CampaignError for anything wrong with it."""
+        """Compile the campaign's templates; CampaignError for anything wrong with it. Seconds for
+        large templates: call it on a thread (asyncio.to_thread), the watchdog still applies."""
         try:
             return self._timed(lambda: CompiledCampaign(wire), COMPILE_LIMIT)
         except RenderTimeout:
             raise CampaignError(f"compiling the templates took longer than {COMPILE_LIMIT:g}s") from None
 
-    def render(self, compiled: CompiledCampaign, batch: Sequence[tuple[int, Recipient]]) -> list[Rendered]:
-        """Render a batch in order. A message that times out fails, and ends the batch early (the
-        caller keeps the rest for later), so the loop runs between two timeouts."""
+    def render(
+        self, compiled: CompiledCampaign, batch: Sequence[tuple[int, Recipient]], budget: float
+    ) -> list[Rendered]:
+        """Render a batch in order, for at most about `budget` seconds (at least one message).
+
+        What was not rendered is left to the caller for later. A message that times out fails and
+        also ends the batch, so the loop runs between two timeouts.
+        """
         results: list[Rendered] = []
+        started = time.monotonic()
         for index, recipient in batch:
             try:
                 results.append(self._timed(lambda: render_message(compiled, index, recipient), MESSAGE_LIMIT))  # noqa: B023 (called at once)
             except RenderTimeout:
                 results.append((Outcome.FAILED, TIMED_OUT))
                 break
+            if time.monotonic() - started >= budget:
+                break
         return results
 
     def _watch(self) -> None:
         while not self._closed.wait(_WATCH_INTERVAL):
-            now = time.monotonic()
-            with self._lock:
-                for ident, (started, limit) in list(self._running.items()):
-                    if now - started > limit:
-                        # Under the lock, so the thread cannot move on to other work meanwhile;
-                        # the entry goes, so that the same work is interrupted only once.
-                        del self._running[ident]
-                        _set_async_exception(ident, RenderTimeout)
+            try:
+                self._interrupt_overdue()
+            except Exception:  # it must outlive any bug: without it a template could stall the loop
+                log.exception("render watchdog: unexpected error")
+
+    def _interrupt_overdue(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for ident, (started, limit) in list(self._running.items()):
+                if now - started > limit:
+                    # Under the lock, so the thread cannot move on to other work meanwhile;
+                    # the entry goes, so that the same work is interrupted only once.
+                    del self._running[ident]
+                    _set_async_exception(ident, RenderTimeout)
 
     def close(self) -> None:
         self._closed.set()

@@ -81,6 +81,7 @@ class _Connection:
     generation: int = 0  # SmtpPool._generation when it connected
     sent: int = 0  # messages on this connection, for maxMessages
     pipelined: bool = False  # RFC 2920: the relay offered PIPELINING and it is enabled
+    unclean: bool = False  # the last transaction left the connection in an unknown state
     job: Job | None = None  # the job in hand, finished as dropped if the task is cancelled
     progress: transaction.Progress = field(default_factory=transaction.Progress)
 
@@ -259,8 +260,11 @@ class SmtpPool:
                     log.exception("unexpected error while sending; the recipient will be tried again")
                     outcome, reply, ambiguous = Outcome.RETRY, f"internal error: {type(exc).__name__}", False
                     await self._disconnect(conn, polite=False)
+                # The outcome is settled before anything else may wait: a QUIT that a shutdown cuts
+                # off must not turn a message the relay accepted into one to send again.
                 job, conn.job = conn.job, None
-                job.finish(outcome, reply, ambiguous=ambiguous)
+                self._finish(job, outcome, reply, ambiguous)
+                await self._after(conn)
                 if outcome is Outcome.DEFER:
                     await asyncio.sleep(min(1.0, self.relay_retry_in))
         except asyncio.CancelledError:
@@ -273,11 +277,27 @@ class SmtpPool:
             if conn.job is not None:
                 if ambiguous:
                     self._metrics.ambiguous.inc()
-                conn.job.finish(Outcome.DROP, "cut off at shutdown", ambiguous=ambiguous)
+                self._finish(conn.job, Outcome.DROP, "cut off at shutdown", ambiguous)
             raise
         finally:
             if conn.client is not None:
                 await asyncio.shield(self._disconnect(conn, polite=True))
+
+    @staticmethod
+    def _finish(job: Job, outcome: Outcome, reply: str, ambiguous: bool) -> None:
+        try:
+            job.finish(outcome, reply, ambiguous=ambiguous)
+        except Exception:  # the owner's bug: logged, and this connection goes on
+            log.exception("recording an outcome failed")
+
+    async def _after(self, conn: _Connection) -> None:
+        """What the last transaction left to do: drop the connection, or replace it after maxMessages."""
+        if conn.client is None:
+            return
+        if conn.unclean:
+            await self._disconnect(conn, polite=False)
+        elif conn.sent >= self.settings.max_messages:
+            await self._disconnect(conn, polite=True)
 
     async def _handle(self, job: Job, conn: _Connection) -> tuple[Outcome, str, bool]:
         if conn.client is not None and (
@@ -295,16 +315,13 @@ class SmtpPool:
             except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:  # EHLO failed
                 await self._disconnect(conn, polite=False)
                 return Outcome.DEFER, transaction.sanitize(f"EHLO failed: {exc}"), False
-            conn.generation, conn.sent = self._generation, 0
+            conn.generation, conn.sent, conn.unclean = self._generation, 0, False
         await self._throttle.acquire()
         if not job.begin():  # right before MAIL FROM: the lease may have ended while we waited
             return Outcome.DROP, "no longer ours to send", False
         result = await self._send(conn, job.envelope)
         conn.sent += 1
-        if not result.clean:
-            await self._disconnect(conn, polite=False)
-        elif conn.sent >= self.settings.max_messages:
-            await self._disconnect(conn, polite=True)
+        conn.unclean = not result.clean
         outcome = outcome_of(result)
         if outcome is not Outcome.SENT:
             kind = "permanent" if outcome is Outcome.FAILED else "transient"

@@ -195,10 +195,15 @@ class Worker:
         )
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        """Run in the background; shutdown waits for it (bounded)."""
+        """Run in the background; shutdown waits for it (bounded). A failure is logged, not lost."""
         task = asyncio.create_task(coroutine)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     # -- coordinator ---------------------------------------------------------------------------------------
 
@@ -307,20 +312,21 @@ class Worker:
     async def renew_once(self) -> None:
         """One round trip for every chunk held by a runner, running or winding down."""
         ttl = self.config.worker.lease_ttl
-        holders = [r for r in (*self.runners.values(), *self.winding_down) if r.leases()]
-        if not holders:
+        held = [(r, r.leases()) for r in (*self.runners.values(), *self.winding_down)]
+        held = [(runner, leases) for runner, leases in held if leases]
+        if not held:
             return
         started = time.monotonic()
         try:
             replies = await self.store.renew_leases(
-                self.id, int(ttl * 1000), [(r.id, r.leases()) for r in holders]
+                self.id, int(ttl * 1000), [(runner.id, leases) for runner, leases in held]
             )
         except RedisError as exc:
             self.outage.failed("renew", exc)
             return
         self.outage.ok()
-        for runner, (state, lost) in zip(holders, replies, strict=True):
-            runner.renewed(started, ttl, state, lost)
+        for (runner, leases), (state, lost) in zip(held, replies, strict=True):
+            runner.renewed(started, ttl, state, lost, leases)
 
     # -- shutdown ------------------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ class Script:
     rcpt: Callable[[str], Reply] = lambda _: ACCEPT
     final: Callable[[str], Reply] = lambda _: ACCEPT  # after the final dot; 250 means recorded
     pipelining: bool = True
+    quit_delay: float = 0.0  # seconds before the reply to QUIT
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class ScriptedRelay:
                     finally:
                         self.awaiting_final.discard(recipient)
                 elif verb == b"QUIT":
+                    await asyncio.sleep(self.script.quit_delay)
                     writer.write(b"221 bye\r\n")
                     await writer.drain()
                     return

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Iterable
 from typing import cast
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from mailtrain_sender.layout import (
     CampaignKeys,
@@ -45,7 +46,9 @@ async def record(
     complete: Iterable[tuple[int, int]] = (),
 ) -> Recorded:
     outcomes = Outcomes(list(sent), dict(failed or {}), dict(invalid or {}), complete=list(complete))
-    return (await store.record_outcomes(worker, {wire.id: (outcomes, wire.chunks)}))[wire.id]
+    result = (await store.record_outcomes(worker, {wire.id: (outcomes, wire.chunks)}))[wire.id]
+    assert isinstance(result, Recorded), result
+    return result
 
 
 async def test_claims_take_expired_leases_first_and_skip_what_is_done(
@@ -181,3 +184,17 @@ async def test_outcomes_set_the_bits_and_keep_the_replies(
     assert (progress.sent, progress.failed, progress.invalid, progress.deferred) == (5, 1, 2, 3)
     assert (progress.pending, progress.ambiguous, progress.completed_chunks) == (12, 1, [(0, 0)])
     assert await publisher.failures(wire.id) == {5: "550 5.1.1 no such user", 6: "bad", 7: "worse"}
+
+
+async def test_a_campaign_whose_write_redis_refuses_does_not_hold_up_the_others(
+    publish: PublishFn, store: Store, redis_client: Redis
+) -> None:
+    damaged, healthy = await publish("damaged", 8, chunk_size=8), await publish("healthy", 8, chunk_size=8)
+    await redis_client.delete(CampaignKeys(damaged.id).done)
+    await cast("Awaitable[int]", redis_client.lpush(CampaignKeys(damaged.id).done, "x"))  # WRONGTYPE now
+    results = await store.record_outcomes(
+        "w", {c.id: (Outcomes([0, 1]), c.chunks) for c in (damaged, healthy)}
+    )
+    assert isinstance(results[damaged.id], ResponseError)
+    assert isinstance(results[healthy.id], Recorded)
+    assert await store.sent(healthy.id) == 2

@@ -8,6 +8,7 @@ it, and look at what it wrote.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from mailtrain_sender.acks import AckBuffer
 from mailtrain_sender.campaigns import CampaignRunner, RunnerContext, RunnerSettings
 from mailtrain_sender.chunks import SendJob
 from mailtrain_sender.dispatch import Dispatcher
-from mailtrain_sender.layout import CampaignWire, Recipient, Store
+from mailtrain_sender.layout import CampaignWire, ChunkClaim, Outcomes, Recipient, Store
 from mailtrain_sender.metrics import Metrics
 from mailtrain_sender.outage import RedisOutage
 from mailtrain_sender.publisher import Publisher
@@ -132,8 +133,9 @@ async def test_no_message_starts_once_the_lease_deadline_passed(process: Process
     assert not job.begin()  # checked right before MAIL FROM
     job.finish(Outcome.DROP, "no longer ours to send")
     assert runner.take() is None or runner.take() is None  # suspended, not handed out
-    [(state, lost)] = await process.store.renew_leases(WORKER, 10_000, [(runner.id, runner.leases())])
-    runner.renewed(time.monotonic(), 10, state, lost)
+    leases = runner.leases()
+    [(state, lost)] = await process.store.renew_leases(WORKER, 10_000, [(runner.id, leases)])
+    runner.renewed(time.monotonic(), 10, state, lost, leases)
     again = await process.next_job()
     assert again.begin()  # the renewal confirmed the lease: it goes out after all
 
@@ -191,3 +193,107 @@ async def test_a_template_that_fails_for_everyone_is_the_campaigns_error(
     process.start(wire)
     failed = await wait_progress(publisher, wire.id, state="failed", timeout=10)
     assert "the templates fail for each of the first" in failed.reason and failed.pending == 30
+
+
+async def test_a_small_campaign_whose_template_fails_for_everyone_ends_failed(
+    process: Process, publisher: Publisher
+) -> None:
+    # Fewer recipients than the threshold: the runner runs out of work and must decide.
+    wire = campaign_wire("typo", chunk_size=8, subject="{{ 100 // vars.d }}")
+    await publisher.publish(wire, [Recipient(f"t{i}@example.org", None, {"d": 0}) for i in range(3)])
+    process.start(wire)
+    failed = await wait_progress(publisher, wire.id, state="failed", timeout=10)
+    assert "the first 3 recipients" in failed.reason and failed.pending == 3
+
+
+async def test_template_failures_after_others_were_sent_are_the_recipients_own(
+    process: Process, publisher: Publisher, store: Store
+) -> None:
+    # Another process sent chunk 0; this runner takes chunks 1 and 2, whose every row fails.
+    wire = campaign_wire("takeover", chunk_size=8, subject="{{ 100 // vars.d }}")
+    people = [Recipient(f"p{i}@example.org", None, {"d": 1 if i < 8 else 0}) for i in range(24)]
+    published = await publisher.publish(wire, people)
+    elsewhere = await store.claim_chunk(wire.id, "elsewhere", 60_000, 8)
+    assert isinstance(elsewhere, ChunkClaim) and elsewhere.chunk == 0
+    await store.record_outcomes(
+        "elsewhere", {wire.id: (Outcomes(list(range(8)), complete=[(0, elsewhere.token)]), published.chunks)}
+    )
+    process.start(wire)
+    done = await wait_progress(publisher, wire.id, timeout=10)
+    assert (done.sent, done.failed) == (8, 16)
+
+
+async def test_slow_templates_take_at_most_half_of_the_loop(process: Process, publisher: Publisher) -> None:
+    # Each message takes some 50-100 ms to render (urlize over a long text), well under the watchdog.
+    text = "see https://acme.example/page and more words " * 3000
+    wire = campaign_wire("slow", chunk_size=64, text="{{ vars.t|urlize }}")
+    await publisher.publish(wire, [Recipient(f"s{i}@example.org", None, {"t": text}) for i in range(12)])
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    try:
+        process.start(wire)
+        for _ in range(12):
+            (await process.next_job(timeout=30)).finish(Outcome.SENT, "250 ok")
+    finally:
+        tick.cancel()
+    assert max(gaps) < 0.4, max(gaps)  # one message at a time, never a batch of them
+    busy = sum(g - 0.01 for g in gaps if g > 0.02)
+    assert busy < 0.75 * sum(gaps), (busy, sum(gaps))
+
+
+async def test_a_renewal_answers_only_for_the_leases_it_named(process: Process, publish: PublishFn) -> None:
+    wire = await publish("snapshot", 16, chunk_size=8)
+    runner = process.start(wire)
+    job = await process.next_job()
+    chunk = job.chunk
+    before = chunk.deadline
+    stale = (chunk.chunk, chunk.token - 1)  # an answer about an older claim of the same chunk
+    runner.renewed(time.monotonic() + 100, 10, "active", {chunk.chunk}, [stale])
+    assert not chunk.lost and chunk.deadline == before  # neither lost nor extended by it
+    runner.renewed(time.monotonic(), 10, "active", {chunk.chunk}, [chunk.lease])
+    assert chunk.lost  # an answer about this claim is
+    job.finish(Outcome.DROP, "no longer ours")
+
+
+async def test_messages_waiting_for_a_lease_confirmation_count_against_the_cap(
+    process: Process, publish: PublishFn
+) -> None:
+    wire = await publish("suspended", 512, chunk_size=256)
+    runner = process.start(wire)
+    await wait_until(lambda: len(runner._ready) >= SETTINGS.ready_cap, "the ready queue full")
+    for chunk in runner.chunks.values():
+        chunk.deadline = time.monotonic() - 1  # Redis away: no renewal confirms the leases
+    assert runner.take() is None  # everything goes to the suspended list
+    await asyncio.sleep(0.3)  # the producer had every chance to render more
+    assert len(runner._ready) + len(runner._suspended) <= SETTINGS.ready_cap
+
+
+async def test_compiling_large_templates_does_not_stall_the_loop(
+    process: Process, publisher: Publisher
+) -> None:
+    wire = campaign_wire("large", text="{{ name|upper|lower }} " * 4000, html="<p>{{ email|e }}</p>" * 4000)
+    await publisher.publish(wire, [Recipient("x@example.org", "X")])
+    started, gaps = time.monotonic(), []
+    process.start(wire)
+    job = None
+    while job is None:
+        tick = time.monotonic()
+        await asyncio.sleep(0.01)
+        gaps.append(time.monotonic() - tick)
+        with contextlib.suppress(TimeoutError):
+            job = await asyncio.wait_for(process.dispatcher.get(), 0.01)
+    assert isinstance(job, SendJob)
+    job.finish(Outcome.SENT, "250 ok")
+    assert time.monotonic() - started > 1.0  # it took seconds to compile (3 s here) ...
+    # ... and the loop went on meanwhile, but for the moment Python's own compile() of the generated
+    # code holds the GIL (0.4 s for these 8,000 tags): a thread cannot avoid that one.
+    assert max(gaps) < 1.0, max(gaps)

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from mailtrain_sender.layout.keys import MISSING, CampaignKeys, PoolKeys
 
@@ -216,10 +216,11 @@ class Store:
 
     async def record_outcomes(
         self, worker: str, batches: dict[str, tuple[Outcomes, int]]
-    ) -> dict[str, Recorded]:
+    ) -> dict[str, Recorded | ResponseError]:
         """Write many campaigns' outcomes and completions in one round trip.
 
-        batches: campaign -> (its outcomes, its number of chunks).
+        batches: campaign -> (its outcomes, its number of chunks). A campaign whose write Redis
+        refused (its keys damaged, say) gets the error; the others are written all the same.
         """
         calls = []
         for campaign, (outcomes, chunks) in batches.items():
@@ -246,13 +247,18 @@ class Store:
             ]
             # json.dumps escapes non-ASCII, so the script's decoder sees ASCII whatever a reply holds.
             calls.append(("record_outcomes", keys, [json.dumps(payload)]))
-        replies = await self._pipelined(calls)
-        return {
-            campaign: Recorded(text(r[0]), int(r[1]), tuple(bool(int(x)) for x in r[2:]))
-            for campaign, r in zip(batches, replies, strict=True)
-        }
+        replies = await self._pipelined(calls, keep_errors=True)
+        result: dict[str, Recorded | ResponseError] = {}
+        for campaign, r in zip(batches, replies, strict=True):
+            if isinstance(r, ResponseError):
+                result[campaign] = r
+            else:
+                result[campaign] = Recorded(text(r[0]), int(r[1]), tuple(bool(int(x)) for x in r[2:]))
+        return result
 
-    async def _pipelined(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+    async def _pipelined(
+        self, calls: list[tuple[str, list[str], list[Any]]], *, keep_errors: bool = False
+    ) -> list[Any]:
         """Run script calls in one pipeline by their SHA.
 
         redis-py's pipelines ask SCRIPT EXISTS before every execute, a second round
@@ -273,7 +279,9 @@ class Store:
             for i, result in zip(todo, results, strict=True):
                 if isinstance(result, NoScriptError):
                     missing.append(i)
-                elif isinstance(result, Exception):
+                elif isinstance(result, Exception) and not (
+                    keep_errors and isinstance(result, ResponseError)
+                ):
                     raise result
                 else:
                     replies[i] = result
@@ -283,6 +291,15 @@ class Store:
                 await self.client.script_load(self._scripts[name].script)
             todo = missing
         raise NoScriptError("scripts vanished twice in a row while loading them")
+
+    async def sent(self, campaign: str) -> int:
+        """Recipients of the campaign sent so far (done - failed - invalid), as far as Redis knows."""
+        k = CampaignKeys(campaign)
+        pipe = self.client.pipeline(transaction=False)
+        for key in (k.done, k.failed, k.invalid):
+            pipe.bitcount(key)
+        done, failed, invalid = await pipe.execute()
+        return int(done) - int(failed) - int(invalid)
 
     async def fail_campaign(self, campaign: str, reason: str) -> str:
         """Fail an active or paused campaign with a reason; returns the state found."""
