@@ -1,6 +1,6 @@
 """kopf itself, set up for this operator: its marks on objects, peering, events, logging, and the run.
 
-Where it sits: `cli.py` calls `configure_logging` and `run`; the startup handler in `handlers.py`
+Where it sits: `cli.py` calls `configure_logging` and `run`; the startup handler in `handlers/startup.py`
 calls `configure`, so every kopf setting is made in one place, before any watch starts. Domain
 modules never import this.
 
@@ -118,7 +118,7 @@ def identity() -> str:
 
 
 def run(settings: OperatorSettings) -> None:
-    """Run kopf until SIGTERM or SIGINT, with the handlers of `handlers.py` (registered on import)."""
+    """Run kopf until SIGTERM or SIGINT, with the handlers of the `handlers` package."""
     from mailtrain_operator import handlers  # noqa: F401
 
     kopf.run(

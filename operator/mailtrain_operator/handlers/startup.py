@@ -1,9 +1,4 @@
-"""Every kopf handler of the operator, and nothing else: each body hands its work to a domain module.
-
-Registered on kopf's default registry when `framework.run` imports this module. Today there is
-only the startup handler; the SenderPool and MailCampaign handlers come with issue 8's later
-sections.
-"""
+"""The startup handler: every kopf setting is made here, once, before any watch starts."""
 
 from __future__ import annotations
 
