@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -95,6 +96,7 @@ async def run_senders(
     try:
         wire = await Publisher(client).publish(campaign("run", time.time_ns()), people(messages))
         before = await commandstats(client)
+        cpu_before = sum(cpu_seconds(p.process.pid) for p in fleet.processes)
         marks: dict[float, float] = {}
         while True:
             sent = sum(p.metric("mailtrain_sender_recipients_total", outcome="sent") for p in fleet.processes)
@@ -105,6 +107,7 @@ async def run_senders(
             if sent >= messages:
                 break
             await asyncio.sleep(0.2)  # scraping /metrics costs the sender a little; not too often
+        cpu = sum(cpu_seconds(p.process.pid) for p in fleet.processes) - cpu_before
         after = await commandstats(client)
         # The benchmark's own INFO calls are not the sender's.
         used = {c: after[c] - before.get(c, 0) for c in after if c != "info" and after[c] > before.get(c, 0)}
@@ -113,13 +116,27 @@ async def run_senders(
             "redis_commands": sum(used.values()),
             "by_command": used,
             "messages": wire.total,
+            "cpu_us_per_message": 1e6 * cpu / messages,
         }
     finally:
         fleet.stop_all()
         await client.aclose()
 
 
-def bare_loop(port: int, messages: int, message_file: Path) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its threads (the render threads too), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bare_loop(port: int, messages: int, message_file: Path) -> tuple[float, float]:
+    """The bare loop's rate, and its CPU time per message in µs (interpreter start-up included)."""
+    cpu_before = children_cpu_seconds()
     out = subprocess.run(
         [
             sys.executable,
@@ -139,7 +156,8 @@ def bare_loop(port: int, messages: int, message_file: Path) -> float:
         text=True,
         cwd=ROOT,
     )
-    return float(json.loads(out.stdout)["messages_per_second"])
+    cpu = children_cpu_seconds() - cpu_before
+    return float(json.loads(out.stdout)["messages_per_second"]), 1e6 * cpu / messages
 
 
 def sample_message(path: Path) -> Path:
@@ -183,11 +201,15 @@ async def main(scale: float, rounds: int) -> None:
     try:
         # Baseline and candidate alternate, so drift on the shared machine hits both alike.
         bare, full, plain, two = [], [], [], []
+        bare_cpu, full_cpu = [], []
         commands: list[dict[str, Any]] = []
         for _ in range(rounds):
-            bare.append(bare_loop(sink.port, n, message))
+            rate, cpu = bare_loop(sink.port, n, message)
+            bare.append(rate)
+            bare_cpu.append(cpu)
             one_run = await run_senders(redis, sink.port, work, 1, n, ten)
             full.append(one_run["messages_per_second"])
+            full_cpu.append(one_run["cpu_us_per_message"])
             commands.append(one_run)
             plain.append(
                 (await run_senders(redis, sink.port, work, 1, n, {**ten, "pipelining": False}))[
@@ -203,6 +225,15 @@ async def main(scale: float, rounds: int) -> None:
             target=">= 0.75",
             full_without_pipelining=round(median(plain)),
             ratio_without_pipelining=round(median([p / b for p, b in zip(plain, bare, strict=True)]), 3),
+        )
+        emit(
+            # CPU time, unlike a rate, hardly moves when other programs share the cores: the figure to
+            # compare across runs on a busy machine.
+            "1b-cpu-per-message",
+            sender_us=round(median(full_cpu)),
+            bare_us=round(median(bare_cpu)),
+            ratio=round(median([f / b for f, b in zip(full_cpu, bare_cpu, strict=True)]), 3),
+            target="(no target: renders, checks and acknowledges what the bare loop does not)",
         )
         run = commands[-1]
         top = dict(sorted(run["by_command"].items(), key=lambda kv: -kv[1])[:8])
