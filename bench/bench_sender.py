@@ -96,7 +96,7 @@ async def run_senders(
     try:
         wire = await Publisher(client).publish(campaign("run", time.time_ns()), people(messages))
         before = await commandstats(client)
-        cpu_before = sum(cpu_seconds(p.process.pid) for p in fleet.processes)
+        cpu_before = fleet_cpu_seconds(fleet)
         marks: dict[float, float] = {}
         while True:
             sent = sum(p.metric("mailtrain_sender_recipients_total", outcome="sent") for p in fleet.processes)
@@ -107,7 +107,7 @@ async def run_senders(
             if sent >= messages:
                 break
             await asyncio.sleep(0.2)  # scraping /metrics costs the sender a little; not too often
-        cpu = sum(cpu_seconds(p.process.pid) for p in fleet.processes) - cpu_before
+        cpu = fleet_cpu_seconds(fleet) - cpu_before
         after = await commandstats(client)
         # The benchmark's own INFO calls are not the sender's.
         used = {c: after[c] - before.get(c, 0) for c in after if c != "info" and after[c] > before.get(c, 0)}
@@ -127,6 +127,11 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its threads (the render threads too), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fleet_cpu_seconds(fleet: SenderFleet) -> float:
+    pids = [p.process.pid for p in fleet.processes if p.process is not None]
+    return sum(cpu_seconds(pid) for pid in pids)
 
 
 def children_cpu_seconds() -> float:
@@ -285,7 +290,7 @@ async def over_slow_relay(redis: RedisServer, sink_port: int, work: Path, count:
     )
     try:
         net.wait_until(lambda: net.port_accepts(proxy_port), what="delay proxy", timeout=10, process=proxy)
-        bare = bare_loop(proxy_port, count, message)
+        bare, _ = bare_loop(proxy_port, count, message)
         ten = {"maxConnections": 10}
         sender = (await run_senders(redis, proxy_port, work, 1, count, ten))["messages_per_second"]
         plain = (await run_senders(redis, proxy_port, work, 1, count, {**ten, "pipelining": False}))[
