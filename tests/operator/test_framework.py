@@ -101,6 +101,7 @@ def test_the_operator_runs_kopf_against_the_apiserver_and_stops_on_sigterm(
         f"{ENV_PREFIX}NAMESPACES": namespace,
         f"{ENV_PREFIX}STANDALONE": "true",
         f"{ENV_PREFIX}HEALTH_LISTEN": f"{net.LOOPBACK}:{port}",
+        f"{ENV_PREFIX}METRICS_LISTEN": f"{net.LOOPBACK}:{net.free_port()}",
     }
     log = tmp_path / "operator.log"
     with log.open("wb") as out:

@@ -26,6 +26,8 @@ def _operator(namespace: str, port: int, **env: str) -> dict[str, object]:
             {"name": "MAILTRAIN_OPERATOR_NAMESPACES", "value": namespace},
             {"name": "MAILTRAIN_OPERATOR_STANDALONE", "value": "true"},
             {"name": "MAILTRAIN_OPERATOR_HEALTH_LISTEN", "value": f"$(POD_IP):{port}"},
+            # Pods share the node's ports here: not the default 0.0.0.0:9090.
+            {"name": "MAILTRAIN_OPERATOR_METRICS_LISTEN", "value": f"$(POD_IP):{net.free_port()}"},
             *({"name": f"MAILTRAIN_OPERATOR_{k}", "value": v} for k, v in env.items()),
         ],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 1},
