@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
@@ -42,6 +43,9 @@ COMPONENT = "mailtrain-operator"
 # about a hundred values (50 headers and a few fields), so the annotation stays far below 256 KiB.
 DIGEST_ABOVE = 1024
 _MEMO_KEY = "operator_settings"
+# Peering priorities count down from 2**53 microseconds after 1970 (the year 2255): below 2**53 a
+# priority is an exact integer for every JSON reader of the peering object, kubectl's included.
+_PRIORITY_HORIZON_US = 2**53
 # The attribute `counts_reconcile_errors` leaves on a handler, so a test can find handlers without it.
 COUNTED_KIND_ATTRIBUTE = "mailtrain_reconcile_error_kind"
 
@@ -81,8 +85,14 @@ def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) 
     peering.name = settings.peering_name
     peering.standalone = settings.standalone
     # Mandatory unless standalone: without a peering object, two replicas would both be active.
+    # Mandatory also means a replica starts paused, and resumes only once the peering object shows
+    # no live peer above it.
     peering.mandatory = not settings.standalone
-    peering.stealth = True  # keep-alives every minute would fill the log; pauses are still logged
+    peering.stealth = True  # keep-alives every few seconds would fill the log; pauses are still logged
+    # kopf pauses *every* replica when two share a priority, so each needs its own; the oldest is
+    # active, so that a new replica (a rollout, a rescheduled pod) never takes over from a working one.
+    peering.priority = seniority_priority()
+    peering.lifetime = settings.peering_lifetime
 
     posting = kopf_settings.posting
     posting.enabled = True
@@ -90,6 +100,15 @@ def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) 
     posting.reporting_component = COMPONENT
     posting.reporting_instance = socket.gethostname()  # the pod's name in a pod
     posting.event_name_prefix = "mailtrain-"
+
+
+def seniority_priority(started_ns: int | None = None) -> int:
+    """The peering priority of a replica started at `started_ns` (now by default): earlier is higher.
+
+    Two replicas tie only if they start in the same microsecond; kopf would then pause both.
+    """
+    started_us = (time.time_ns() if started_ns is None else started_ns) // 1000
+    return _PRIORITY_HORIZON_US - started_us
 
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
