@@ -1,8 +1,8 @@
 """kopf itself, set up for this operator: its marks on objects, peering, events, logging, and the run.
 
 Where it sits: `cli.py` calls `configure_logging` and `run`; the startup handler in `handlers/startup.py`
-calls `configure`, so every kopf setting is made in one place, before any watch starts. Domain
-modules never import this.
+calls `configure`, so every kopf setting is made in one place, before any watch starts. Handlers wrap
+themselves in `counts_reconcile_errors`. Domain modules never import this.
 
 What kopf writes on our objects, and why each is ours rather than kopf's default:
 - the finalizer `mailtrain.dev/finalizer`, so `kubectl get -o yaml` says whose it is;
@@ -18,16 +18,20 @@ What kopf writes on our objects, and why each is ours rather than kopf's default
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
+import inspect
 import json
 import logging
 import os
 import socket
-from collections.abc import Iterable
-from typing import Any, cast
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
 
 import kopf
 
+from mailtrain_operator.metrics import METRICS
 from mailtrain_operator.settings import OperatorSettings
 
 GROUP = "mailtrain.dev"
@@ -39,6 +43,11 @@ COMPONENT = "mailtrain-operator"
 # about a hundred values (50 headers and a few fields), so the annotation stays far below 256 KiB.
 DIGEST_ABOVE = 1024
 _MEMO_KEY = "operator_settings"
+# Peering priorities count down from 2**53 microseconds after 1970 (the year 2255): below 2**53 a
+# priority is an exact integer for every JSON reader of the peering object, kubectl's included.
+_PRIORITY_HORIZON_US = 2**53
+# The attribute `counts_reconcile_errors` leaves on a handler, so a test can find handlers without it.
+COUNTED_KIND_ATTRIBUTE = "mailtrain_reconcile_error_kind"
 
 
 def _digest_large(value: Any) -> Any:
@@ -76,8 +85,14 @@ def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) 
     peering.name = settings.peering_name
     peering.standalone = settings.standalone
     # Mandatory unless standalone: without a peering object, two replicas would both be active.
+    # Mandatory also means a replica starts paused, and resumes only once the peering object shows
+    # no live peer above it.
     peering.mandatory = not settings.standalone
-    peering.stealth = True  # keep-alives every minute would fill the log; pauses are still logged
+    peering.stealth = True  # keep-alives every few seconds would fill the log; pauses are still logged
+    # kopf pauses *every* replica when two share a priority, so each needs its own; the oldest is
+    # active, so that a new replica (a rollout, a rescheduled pod) never takes over from a working one.
+    peering.priority = seniority_priority()
+    peering.lifetime = settings.peering_lifetime
 
     posting = kopf_settings.posting
     posting.enabled = True
@@ -85,6 +100,66 @@ def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) 
     posting.reporting_component = COMPONENT
     posting.reporting_instance = socket.gethostname()  # the pod's name in a pod
     posting.event_name_prefix = "mailtrain-"
+
+
+def seniority_priority(started_ns: int | None = None) -> int:
+    """The peering priority of a replica started at `started_ns` (now by default): earlier is higher.
+
+    Two replicas tie only if they start in the same microsecond; kopf would then pause both.
+    """
+    started_us = (time.time_ns() if started_ns is None else started_ns) // 1000
+    return _PRIORITY_HORIZON_US - started_us
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def counts_reconcile_errors(kind: str) -> Callable[[Handler], Handler]:
+    """Counts every exception that leaves the handler in `mailtrain_operator_reconcile_errors_total`
+    {kind}, then lets kopf handle it as usual (retry, or give up on a PermanentError).
+
+    kopf has no hook for failed handlers, so each handler wears this, below kopf's decorator (kopf
+    must register the counting function)::
+
+        @kopf.on.create("mailtrain.dev", "v1alpha1", "mailcampaigns")
+        @framework.counts_reconcile_errors("MailCampaign")
+        async def created(...): ...
+
+    Sync and async handlers both work. A parent handler that runs sub-handlers with `kopf.execute`
+    should not wear it (kopf signals unfinished children with an exception): its children should.
+    """
+    if not kind or not kind[0].isupper():
+        raise ValueError(f"kind {kind!r} is not a Kind (e.g. 'MailCampaign')")
+    counter = METRICS.reconcile_errors.labels(kind)
+
+    def decorate(handler: Handler) -> Handler:
+        wrapper: Callable[..., Any]
+        if inspect.iscoroutinefunction(handler):  # kopf awaits these, and runs others on a thread
+
+            @functools.wraps(handler)
+            async def counting_async(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await handler(*args, **kwargs)
+                except Exception:
+                    counter.inc()
+                    raise
+
+            wrapper = counting_async
+        else:
+
+            @functools.wraps(handler)
+            def counting(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return handler(*args, **kwargs)
+                except Exception:
+                    counter.inc()
+                    raise
+
+            wrapper = counting
+        setattr(wrapper, COUNTED_KIND_ATTRIBUTE, kind)
+        return cast(Handler, wrapper)
+
+    return decorate
 
 
 def operator_settings(memo: kopf.Memo) -> OperatorSettings:

@@ -1,17 +1,27 @@
 """Prometheus metrics of the operator, served on /metrics (settings.metrics_listen).
 
 Where it sits: domain modules and handlers record into the one `METRICS` object; the startup
-handler serves its registry. Names follow Prometheus conventions (`_total` counters, base
-units) and start with `mailtrain_operator_`, so that alert rules can tell them from the
-sender's `mailtrain_sender_` series.
+handler serves its registry with `serve` (every replica serves it, the standby too). Names follow
+Prometheus conventions (`_total` counters, base units) and start with `mailtrain_operator_`, so
+that alert rules can tell them from the sender's `mailtrain_sender_` series. Reconcile errors are
+counted by `framework.counts_reconcile_errors`, which every handler wears.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 PHASES = ("Pending", "Scheduled", "Sending", "Paused", "Completed", "Failed")
 KINDS = ("SenderPool", "MailCampaign")
+RECIPIENT_OUTCOMES = ("published", "invalid", "duplicate")
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -55,8 +65,34 @@ class OperatorMetrics:
             ["operation"],
             registry=r,
         )
-        for kind in KINDS:  # present at 0 from the start, so rate() and absent() work at once
+        # Present at 0 from the start, so rate() and absent() work at once.
+        for kind in KINDS:
             self.reconcile_errors.labels(kind)
+        for outcome in RECIPIENT_OUTCOMES:
+            self.recipients_loaded.labels(outcome)
 
 
 METRICS = OperatorMetrics()
+
+
+async def serve(registry: CollectorRegistry, listen: str) -> web.AppRunner:
+    """/metrics on HOST:PORT, on the running event loop; `await runner.cleanup()` stops it.
+
+    On the loop rather than prometheus_client's thread: it stops when kopf's cleanup runs on SIGTERM,
+    and an address already in use is an OSError here, at start, not a log line from another thread.
+    """
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    host, _, port = listen.rpartition(":")
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, int(port)).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner

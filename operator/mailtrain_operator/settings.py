@@ -97,6 +97,16 @@ class OperatorSettings(BaseSettings):
         "peering is mandatory: a missing peering object stops the operator rather than letting two "
         "replicas reconcile the same campaign at once.",
     )
+    peering_lifetime: int = Field(
+        default=30,
+        ge=10,
+        le=3600,
+        description="Seconds a replica's keep-alive in the peering object counts as alive. Replicas renew it "
+        "5-10 s before it runs out, so a standby takes over at most this long after the active replica "
+        "dies without a word (SIGKILL, node loss); a replica that stops on SIGTERM hands over at once. "
+        "Shorter means faster takeover but more keep-alive writes, and at least 10 s so that one slow "
+        "apiserver reply cannot make a live replica look dead.",
+    )
     progress_interval: float = Field(
         default=5.0,
         ge=1.0,

@@ -39,3 +39,15 @@ def crds(controlplane: ControlPlane) -> ControlPlane:
         name = yaml.safe_load(path.read_text())["metadata"]["name"]
         controlplane.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
     return controlplane
+
+
+KOPF_PEERING_CRDS = REPO_ROOT / "helm" / "mailtrain-operator" / "crds" / "kopf-peering.yaml"
+
+
+@pytest.fixture(scope="session")
+def kopf_peering_crds(controlplane: ControlPlane) -> ControlPlane:
+    """The session's control plane with kopf's peering kinds established, from the chart's file."""
+    controlplane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(KOPF_PEERING_CRDS))
+    for name in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
+        controlplane.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    return controlplane

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -43,10 +44,24 @@ def test_kopf_marks_our_objects_with_our_own_names() -> None:
 
 
 def test_peering_is_mandatory_unless_standalone() -> None:
-    peering = _configured(peering_name="mail-ops").peering
+    peering = _configured(peering_name="mail-ops", peering_lifetime=15).peering
     assert (peering.name, peering.mandatory, peering.standalone) == ("mail-ops", True, False)
+    assert peering.lifetime == 15
     alone = _configured(standalone=True).peering
     assert (alone.mandatory, alone.standalone) == (False, True)
+
+
+def test_each_replica_gets_its_own_priority_and_the_oldest_the_highest() -> None:
+    """kopf pauses every replica if two share a priority; the oldest one should be the active one."""
+    first = _configured().peering.priority
+    second = _configured().peering.priority
+    assert first > second > 0
+    started = time.time_ns() // 1000 * 1000  # a whole microsecond
+    assert framework.seniority_priority(started) == framework.seniority_priority(started + 999)  # 1 µs
+    assert framework.seniority_priority(started) > framework.seniority_priority(started + 1000)
+    # An exact integer for any JSON reader of the peering object, for the next two centuries.
+    year_2200 = 7_258_118_400 * 10**9
+    assert 0 < framework.seniority_priority(year_2200) < 2**53
 
 
 def _campaign(html: str, recipients: int) -> kopf.Body:
@@ -101,6 +116,7 @@ def test_the_operator_runs_kopf_against_the_apiserver_and_stops_on_sigterm(
         f"{ENV_PREFIX}NAMESPACES": namespace,
         f"{ENV_PREFIX}STANDALONE": "true",
         f"{ENV_PREFIX}HEALTH_LISTEN": f"{net.LOOPBACK}:{port}",
+        f"{ENV_PREFIX}METRICS_LISTEN": f"{net.LOOPBACK}:{net.free_port()}",
     }
     log = tmp_path / "operator.log"
     with log.open("wb") as out:

@@ -1,8 +1,8 @@
 """The operator image as a pod on the local node: its entrypoint and user from the image table, settings
 from `env`, kopf's liveness endpoint as the probe, and a bad setting a person can read in `kubectl logs`.
 
-No RBAC is granted here (the chart's rules come with issue 8's operations section): with no resource
-handlers yet, kopf needs only its ServiceAccount token to start.
+No RBAC is granted here, and the operator runs standalone: with no resource handlers yet, kopf needs
+only its ServiceAccount token to start. test_rbac.py runs the image under the chart's rules, peered.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ def _operator(namespace: str, port: int, **env: str) -> dict[str, object]:
             {"name": "MAILTRAIN_OPERATOR_NAMESPACES", "value": namespace},
             {"name": "MAILTRAIN_OPERATOR_STANDALONE", "value": "true"},
             {"name": "MAILTRAIN_OPERATOR_HEALTH_LISTEN", "value": f"$(POD_IP):{port}"},
+            # Pods share the node's ports here: not the default 0.0.0.0:9090.
+            {"name": "MAILTRAIN_OPERATOR_METRICS_LISTEN", "value": f"$(POD_IP):{net.free_port()}"},
             *({"name": f"MAILTRAIN_OPERATOR_{k}", "value": v} for k, v in env.items()),
         ],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 1},

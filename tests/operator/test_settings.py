@@ -39,6 +39,7 @@ def test_defaults() -> None:
     assert (settings.log_level, settings.log_format) == ("info", "text")
     assert (settings.health_listen, settings.metrics_listen) == ("0.0.0.0:8080", "0.0.0.0:9090")
     assert (settings.peering_name, settings.standalone) == ("mailtrain-operator", False)
+    assert settings.peering_lifetime == 30  # a standby takes over at most 30 s after a SIGKILL
     assert settings.progress_interval == 5.0
     assert settings.sender_image.startswith("ghcr.io/mailtrain-operator/sender:")
 
@@ -82,6 +83,8 @@ BAD_VALUES = {
     "interval too short": ("PROGRESS_INTERVAL", "0.1", "greater than or equal to 1 (got '0.1')"),
     "interval not a number": ("PROGRESS_INTERVAL", "5s", "Input should be a valid number"),
     "peering name": ("PEERING_NAME", "Mail_Operator", "'Mail_Operator' is not an object name"),
+    "peering lifetime too short": ("PEERING_LIFETIME", "5", "greater than or equal to 10 (got '5')"),
+    "peering lifetime with a unit": ("PEERING_LIFETIME", "30s", "Input should be a valid integer"),
     "empty image": ("SENDER_IMAGE", "", "at least 1 character"),
 }
 

@@ -1,12 +1,20 @@
-"""The startup handler: every kopf setting is made here, once, before any watch starts."""
+"""The operator's own start and stop: kopf's settings, the peering objects, and /metrics.
+
+Three startup handlers, so that kopf retries only the one that failed; kopf starts watching only
+after all three succeeded. The cleanup handler runs when kopf stops on SIGTERM.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import kopf
+from aiohttp import web
 
-from mailtrain_operator import framework
+from mailtrain_operator import framework, metrics, peering
+
+_METRICS_RUNNER = "metrics_runner"
 
 
 @kopf.on.startup()
@@ -15,5 +23,41 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     ours = framework.operator_settings(memo)
     framework.configure(settings, ours)
     scope = ", ".join(ours.namespaces) if ours.namespaces else "all namespaces"
-    peering = "standalone" if ours.standalone else f"peering {ours.peering_name!r}"
-    logger.info("mailtrain-operator started: watching %s, %s", scope, peering)
+    peering_mode = (
+        "standalone"
+        if ours.standalone
+        # kopf says "Resuming operations" when this replica becomes the active one, and nothing while
+        # it stands by: say here what to expect.
+        else f"peering {ours.peering_name!r} with priority {settings.peering.priority} (the oldest live "
+        "replica is active, the others stand by)"
+    )
+    logger.info("mailtrain-operator started: watching %s, %s", scope, peering_mode)
+
+
+@kopf.on.startup()
+async def create_peering_objects(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    try:
+        created = await peering.ensure_objects(framework.operator_settings(memo))
+    except peering.PeeringUnavailable as exc:
+        # Retrying cannot install a CRD or grant a permission: stop, and say why.
+        raise kopf.PermanentError(str(exc)) from None
+    for what in created:
+        logger.info("created the peering object: %s", what)
+
+
+@kopf.on.startup()
+async def serve_metrics(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    listen = framework.operator_settings(memo).metrics_listen
+    try:
+        memo[_METRICS_RUNNER] = await metrics.serve(metrics.METRICS.registry, listen)
+    except OSError as exc:  # the address is taken or not ours: retrying will not help
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # aiohttp rewords the error
+        raise kopf.PermanentError(f"cannot serve /metrics on {listen}: {reason}") from None
+    logger.info("serving /metrics on %s", listen)
+
+
+@kopf.on.cleanup()
+async def stop_metrics(memo: kopf.Memo, **_: Any) -> None:
+    runner = memo.get(_METRICS_RUNNER)
+    if isinstance(runner, web.AppRunner):
+        await runner.cleanup()

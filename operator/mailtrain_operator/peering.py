@@ -1,0 +1,87 @@
+"""The kopf peering objects this operator's replicas share, created at start if they are missing.
+
+kopf elects the active replica through a peering object: a `ClusterKopfPeering` when the operator
+watches every namespace, else a `KopfPeering` in each watched namespace, all named
+`settings.peering_name`. kopf only patches that object and never creates it; with mandatory peering
+a missing object would leave every replica paused, silently, for good. So the startup handler
+creates each one (RBAC: `create` on the kind, `get` on that name).
+
+The CustomResourceDefinitions of both kinds are the chart's
+(`helm/mailtrain-operator/crds/kopf-peering.yaml`): without them the operator stops at start,
+with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from mailtrain_operator import kube
+from mailtrain_operator.settings import OperatorSettings
+
+GROUP = "kopf.dev"
+VERSION = "v1"
+CLUSTER_PLURAL = "clusterkopfpeerings"
+NAMESPACED_PLURAL = "kopfpeerings"
+
+
+_RBAC = "grant the chart's RBAC rules (helm/mailtrain-operator/templates/rbac.yaml) to the operator"
+
+
+class PeeringUnavailable(Exception):
+    """A peering object can neither be found nor created, and retrying will not change that: what to
+    fix, in one line."""
+
+
+def _where(namespace: str | None) -> str:
+    return "ClusterKopfPeering" if namespace is None else f"KopfPeering in namespace {namespace!r}"
+
+
+async def _ensure(api: client.CustomObjectsApi, name: str, namespace: str | None) -> bool:
+    """True if this call created the object, False if it was there."""
+    body: dict[str, Any] = {"apiVersion": f"{GROUP}/{VERSION}", "metadata": {"name": name}}
+    if namespace is None:
+        body["kind"] = "ClusterKopfPeering"
+        get: tuple[Any, ...] = (api.get_cluster_custom_object, GROUP, VERSION, CLUSTER_PLURAL, name)
+        create: tuple[Any, ...] = (api.create_cluster_custom_object, GROUP, VERSION, CLUSTER_PLURAL, body)
+    else:
+        body["kind"] = "KopfPeering"
+        get = (api.get_namespaced_custom_object, GROUP, VERSION, namespace, NAMESPACED_PLURAL, name)
+        create = (api.create_namespaced_custom_object, GROUP, VERSION, namespace, NAMESPACED_PLURAL, body)
+    try:
+        await kube.call(*get)
+        return False
+    except ApiException as exc:
+        if exc.status == 403:
+            raise PeeringUnavailable(f"may not read the {_where(namespace)} {name!r}: {_RBAC}") from None
+        if exc.status != 404:
+            raise  # the apiserver's trouble: kopf retries the startup handler
+    try:
+        await kube.call(*create)
+    except ApiException as exc:
+        if exc.status == 409:  # another replica created it meanwhile
+            return False
+        if exc.status == 404:
+            raise PeeringUnavailable(
+                f"the {_where(namespace)} kind is not installed: apply the chart's CRDs "
+                "(helm/mailtrain-operator/crds/kopf-peering.yaml)"
+            ) from None
+        if exc.status == 403:
+            raise PeeringUnavailable(f"may not create the {_where(namespace)} {name!r}: {_RBAC}") from None
+        raise
+    return True
+
+
+async def ensure_objects(settings: OperatorSettings) -> list[str]:
+    """Creates the peering objects this operator needs and lacks; returns what it created."""
+    if settings.standalone:
+        return []
+    api = client.CustomObjectsApi(kube.api_client())
+    namespaces: tuple[str | None, ...] = settings.namespaces or (None,)
+    created = []
+    for namespace in namespaces:
+        if await _ensure(api, settings.peering_name, namespace):
+            created.append(f"{_where(namespace)} {settings.peering_name!r}")
+    return created

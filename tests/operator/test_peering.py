@@ -1,0 +1,181 @@
+"""Replicas of the operator elect one active replica through kopf's peering object; the others stand by
+and take over when it dies (SIGKILL: after the peering lifetime) or stops (SIGTERM: at once).
+
+Each replica is a real process: the operator's own entry point, with mandatory peering in the test's
+namespace, plus the test-only probe handler (programs/operator_with_probe.py). Who is active is
+read three ways: kopf's peering object (every live replica, with its priority), kopf's log lines,
+and what the probe did: a ConfigMap handled by a replica carries `handled-by-<replica>` in its data,
+so a standby that handled anything, or two replicas handling one object, would show. Once the pool
+and campaign handlers exist, their effects (a SenderPool's Deployment, a campaign's status) can be
+checked the same way: by the object each replica touched.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.config import kube_config
+
+from mailtrain_operator import kube as operator_kube
+from mailtrain_operator import peering
+from mailtrain_operator.settings import OperatorSettings
+from tests.cluster.helpers import eventually
+from tests.harness.controlplane import ControlPlane
+from tests.harness.kubeapi import Json, KubeApi
+from tests.operator.operator_processes import PROBE, RESUMED, OperatorProcess, start_operator
+
+PEERING = "mailtrain-operator"  # the default name
+LIFETIME = 10  # MAILTRAIN_OPERATOR_PEERING_LIFETIME: the shortest allowed
+PROBE_LABEL = "mailtrain.test/probe"
+
+
+@pytest.fixture
+def replicas(
+    kopf_peering_crds: ControlPlane, namespace: str, tmp_path: Path
+) -> Iterator[Callable[[str], OperatorProcess]]:
+    started: list[OperatorProcess] = []
+
+    def start(name: str) -> OperatorProcess:
+        replica = start_operator(
+            kopf_peering_crds,
+            tmp_path,
+            name,
+            program=PROBE,
+            namespaces=namespace,
+            peering_lifetime=str(LIFETIME),
+        )
+        started.append(replica)
+        return replica
+
+    yield start
+    for replica in started:
+        replica.stop()
+
+
+def _peers(kube: KubeApi, namespace: str) -> dict[str, Any]:
+    """The live replicas kopf has recorded in the peering object: identity -> priority, lifetime, ..."""
+    found = kube.get(f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{PEERING}") or {}
+    return dict(found.get("status") or {})
+
+
+def _create_probe(kube: KubeApi, namespace: str, name: str) -> None:
+    body: Json = {"metadata": {"name": name, "labels": {PROBE_LABEL: "yes"}}, "data": {}}
+    kube.create(f"/api/v1/namespaces/{namespace}/configmaps", body)
+
+
+def _handled_by(kube: KubeApi, namespace: str, name: str) -> set[str]:
+    found = kube.get(f"/api/v1/namespaces/{namespace}/configmaps/{name}") or {}
+    keys = (found.get("data") or {}).keys()
+    return {key.removeprefix("handled-by-") for key in keys if key.startswith("handled-by-")}
+
+
+def _handled_by_only(kube: KubeApi, namespace: str, name: str, replica: str) -> bool:
+    return _handled_by(kube, namespace, name) == {replica}
+
+
+def test_one_replica_is_active_and_a_standby_takes_over_when_it_dies_or_stops(
+    kopf_peering_crds: ControlPlane, namespace: str, replicas: Callable[[str], OperatorProcess]
+) -> None:
+    kube = kopf_peering_crds.api
+    a = replicas("operator-a")
+    a.wait_for_log(RESUMED, timeout=60)  # alone: it created the peering object and resumed
+    assert "created the peering object" in a.log_text()
+    b = replicas("operator-b")
+    eventually(lambda: "operator-b" in _peers(kube, namespace), timeout=60, what="b in the peering object")
+
+    peers = _peers(kube, namespace)
+    assert set(peers) == {"operator-a", "operator-b"}
+    assert peers["operator-a"]["priority"] > peers["operator-b"]["priority"]  # the older one leads
+    assert {peer["lifetime"] for peer in peers.values()} == {LIFETIME}
+
+    _create_probe(kube, namespace, "while-both-live")
+    eventually(
+        lambda: _handled_by_only(kube, namespace, "while-both-live", "operator-a"),
+        timeout=30,
+        what="the active replica handled the ConfigMap",
+    )
+    assert RESUMED not in b.log_text()  # a new replica starts paused and stays so
+    for replica in (a, b):
+        assert replica.healthy()  # a standby is alive: its liveness probe must not restart it
+        assert "Possibly conflicting operators" not in replica.log_text()  # kopf would pause both
+
+    # SIGKILL: a's entry stays in the peering object until it runs out, then b resumes.
+    killed = time.monotonic()
+    a.kill()
+    _create_probe(kube, namespace, "after-kill")
+    eventually(
+        lambda: _handled_by_only(kube, namespace, "after-kill", "operator-b"),
+        timeout=LIFETIME + 30,
+        what="the standby handled a ConfigMap created after the kill",
+    )
+    takeover = time.monotonic() - killed
+    print(f"takeover after SIGKILL: {takeover:.1f} s (peering lifetime {LIFETIME} s)")
+    assert takeover <= LIFETIME + 5
+    assert RESUMED in b.log_text()
+    # b saw the first ConfigMap only once it resumed, as handled already: no replica handles twice.
+    assert _handled_by(kube, namespace, "while-both-live") == {"operator-a"}
+    eventually(lambda: set(_peers(kube, namespace)) == {"operator-b"}, timeout=10, what="a's entry removed")
+
+    # SIGTERM: b says goodbye in the peering object, and the next standby resumes without waiting.
+    replicas("operator-c")
+    eventually(lambda: "operator-c" in _peers(kube, namespace), timeout=60, what="c in the peering object")
+    stopped = time.monotonic()
+    assert b.terminate() == 0
+    _create_probe(kube, namespace, "after-stop")
+    eventually(
+        lambda: _handled_by_only(kube, namespace, "after-stop", "operator-c"),
+        timeout=LIFETIME + 30,
+        what="the standby handled a ConfigMap created after the stop",
+    )
+    handover = time.monotonic() - stopped
+    print(f"handover after SIGTERM: {handover:.1f} s")
+    assert handover < LIFETIME / 2  # not the expiry of b's entry: it was removed
+    assert set(_peers(kube, namespace)) == {"operator-c"}
+
+
+@pytest.fixture
+def operator_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None]]:
+    """Points the operator's own API client, in this process, at a kubeconfig (the client is cached per
+    process, and the kubernetes package reads $KUBECONFIG when it is imported: so it is given directly)."""
+
+    def use(kubeconfig: Path) -> None:
+        monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+        operator_kube.api_client.cache_clear()
+
+    yield use
+    operator_kube.api_client.cache_clear()
+
+
+async def test_the_peering_objects_are_created_once_per_scope(
+    kopf_peering_crds: ControlPlane, namespace: str, operator_client: Callable[[Path], None]
+) -> None:
+    operator_client(kopf_peering_crds.kubeconfig)
+    kube = kopf_peering_crds.api
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    cluster_wide = OperatorSettings(peering_name=name, namespaces=())
+    try:
+        assert await peering.ensure_objects(cluster_wide) == [f"ClusterKopfPeering {name!r}"]
+        assert await peering.ensure_objects(cluster_wide) == []  # there already: left as it is
+        assert kube.get(f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}") is not None
+    finally:
+        kube.delete(f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}")
+    namespaced = OperatorSettings(peering_name=name, namespaces=(namespace,))
+    assert await peering.ensure_objects(namespaced) == [f"KopfPeering in namespace {namespace!r} {name!r}"]
+    assert kube.get(f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{name}") is not None
+    alone = OperatorSettings(peering_name=f"{name}-alone", namespaces=(namespace,), standalone=True)
+    assert await peering.ensure_objects(alone) == []
+    assert kube.get(f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{name}-alone") is None
+
+
+async def test_without_the_rbac_rules_the_operator_says_what_to_grant(
+    kopf_peering_crds: ControlPlane, namespace: str, operator_client: Callable[[Path], None]
+) -> None:
+    operator_client(kopf_peering_crds.kubeconfig_for_service_account(namespace, "default"))
+    expected = f"may not read the KopfPeering in namespace '{namespace}' '{PEERING}': grant the chart's"
+    with pytest.raises(peering.PeeringUnavailable, match=expected):
+        await peering.ensure_objects(OperatorSettings(namespaces=(namespace,)))
