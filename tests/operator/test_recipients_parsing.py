@@ -146,6 +146,11 @@ async def _error(data: bytes, list_format: ListFormat = "csv", limits: Limits = 
             "quotes; lines must end with LF or CRLF",
         ),
         (b"\xff\xfee\x00m\x00", "the list is UTF-16 text; save it as UTF-8 (in Excel: CSV UTF-8)"),
+        (
+            "email,name\n".encode("utf-16-le"),
+            "the csv header (line 1) has no email column; the list looks like UTF-16 text; save it as UTF-8 "
+            "(in Excel: CSV UTF-8)",
+        ),
     ],
 )
 async def test_a_list_that_cannot_be_read_says_what_to_fix(data: bytes, message: str) -> None:

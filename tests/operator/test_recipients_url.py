@@ -151,7 +151,7 @@ async def test_a_refused_connection_names_host_and_port() -> None:
     error = await failure(f"http://user:pw@127.0.0.1:{port}/l.csv")
     assert (error.reason, error.message, error.temporary) == (
         "UrlUnreachable",
-        f"cannot connect to 127.0.0.1:{port}: Connect call failed ('127.0.0.1', {port})",
+        f"cannot connect to 127.0.0.1:{port}: connection refused",
         True,
     )
 

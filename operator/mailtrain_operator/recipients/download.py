@@ -49,7 +49,9 @@ def _unreachable(url: URL, exc: BaseException, idle_seconds: float) -> SourceErr
     elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
         why = f"the TLS certificate of {url.host} is not trusted: {exc.certificate_error}"
     elif isinstance(exc, aiohttp.ClientConnectorError):
-        cause = exc.os_error.strerror or type(exc.os_error).__name__
+        # asyncio words a refusal as "Connect call failed ('10.0.0.1', 80)": say what it means.
+        refused = isinstance(exc.os_error, ConnectionRefusedError)
+        cause = "connection refused" if refused else exc.os_error.strerror or type(exc.os_error).__name__
         why = f"cannot connect to {url.host}:{url.port}: {cause}"
     elif isinstance(exc, aiohttp.TooManyRedirects):
         why = f"{where} redirects more than {MAX_REDIRECTS} times"

@@ -271,6 +271,8 @@ def _csv_error(exc: csv.Error) -> str:
 
 def _hint(names: list[str]) -> str:
     first = names[0]
+    if "\x00" in first:
+        return "the list looks like UTF-16 text; save it as UTF-8 (in Excel: CSV UTF-8)"
     if len(names) == 1 and (";" in first or "\t" in first):
         return "columns must be separated by commas, not semicolons or tabs"
     if first.startswith("<"):
