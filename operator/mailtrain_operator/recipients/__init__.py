@@ -17,7 +17,10 @@ The counts (`Counts`), with rows == recipients + invalid + duplicates:
   `addresses.normalize` decide), an over-long row. They are not published, so Redis never counts
   them: the caller adds `counts.invalid` to `status.invalid` and to `status.total` (the sender's
   own invalid count covers only what it finds at send time). The number is the same each time
-  the same list is read, so it need not be stored to survive a republish.
+  the same list is read, so a republish finds it again. But `Publisher.publish` does not read
+  the stream at all when the campaign is already in Redis (a publish redone after it finished):
+  the counts then stay 0, so keep the first publish's counts (in the status) rather than
+  taking them from such a call.
 - `duplicates`: valid rows whose address came before; skipped, in no status count.
 - `examples`: the first few invalid rows as `Invalid(line, reason)`, for an Event ("line 17:
   An email address must have an @-sign."). Reasons quote at most a character of the row.
