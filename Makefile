@@ -61,6 +61,10 @@ clean:  ## Remove the venv and caches in the checkout (the binary cache is kept)
 bench-sender: setup  ## Sender benchmark: one JSON line per figure, each against a baseline run alongside
 	@PYTHONPATH=sender_image $(PY) -m bench.bench_sender $(BENCH_ARGS)
 
+.PHONY: bench-recipients
+bench-recipients: venv system-packages  ## Recipients loader benchmark: 1,000,000 csv rows over HTTP, RSS, loop stalls, vs baselines
+	@$(PY) -m bench.bench_recipients $(BENCH_ARGS)
+
 .PHONY: soak
 soak: venv system-packages  ## Fault-injection soak of the sender pool: make soak [DURATION=1800] [SEED=n] [SOAK_ARGS=...]
 	@$(PY) -m tests.soak.run_soak --duration $(or $(DURATION),90) $(if $(SEED),--seed $(SEED)) $(SOAK_ARGS)

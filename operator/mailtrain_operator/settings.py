@@ -128,6 +128,20 @@ class OperatorSettings(BaseSettings):
         description="Seconds without a byte from a `recipients.url` source before the download is given "
         "up (and retried later). Not the whole download's limit: a million rows may take minutes.",
     )
+    recipients_max_bytes: int = Field(
+        default=1 << 30,
+        gt=0,
+        description="Largest recipients list, in bytes (after undoing gzip), from any source. A larger "
+        "list fails its campaign with the reason SourceTooLarge. The operator streams a list, so this "
+        "bounds the time a publish takes, not the operator's memory.",
+    )
+    recipients_max_count: int = Field(
+        default=5_000_000,
+        gt=0,
+        description="Most recipients (after deduplication) one campaign may have; more fail it with the "
+        "reason TooManyRecipients. Deduplication keeps about 16 bytes per recipient in the operator's "
+        "memory while a list is read (16 MB for a million).",
+    )
 
     @field_validator("namespaces")
     @classmethod
