@@ -7,7 +7,15 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from mailtrain_sender.layout import CampaignKeys, ChunkClaim, Outcomes, PoolKeys, Recipient, Store, decode_chunk
+from mailtrain_sender.layout import (
+    CampaignKeys,
+    ChunkClaim,
+    Outcomes,
+    PoolKeys,
+    Recipient,
+    Store,
+    decode_chunk,
+)
 from mailtrain_sender.publisher import Publisher, from_ranges, to_ranges
 from tests.sender.conftest import POOL, PublishFn, campaign_wire, recipients
 
