@@ -15,11 +15,10 @@ and `priority` are applied; content edits are not (ContentLocked).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -82,19 +81,39 @@ class CampaignDriver:
 
     # -- the loop --------------------------------------------------------------------------------
 
-    async def run(self, is_stopped: Callable[[], bool]) -> None:
+    async def run(
+        self, is_stopped: Callable[[], bool], until_stopped: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Steps until the campaign is finished, deleted, or the operator stops.
+
+        is_stopped/until_stopped: kopf's stop flag, read and awaited. The driver ends on its own
+        while it waits, so kopf cancels it only in the middle of a step (a cancelled publish is
+        redone in full by the next operator, so that is safe too).
+        """
         wake = self.runtime.wakers.register(self.uid)
-        while not is_stopped():
-            wake.clear()  # a wake-up during the step makes the next one start at once
-            try:
-                async with self.runtime.lock(self.uid):
-                    after = await self.step()
-            except Exception as exc:  # a driver survives anything, and says so once
-                after = self._failed_step(exc)
-            if after.finished:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), after.seconds)
+        stop = asyncio.ensure_future(until_stopped())
+        try:
+            while not self._ending(is_stopped):
+                wake.clear()  # a wake-up during the step makes the next one start at once
+                try:
+                    async with self.runtime.lock(self.uid):
+                        # Checked under the lock: once the deletion removed the keys, a step would
+                        # take their absence for a Redis loss and publish the campaign again.
+                        if self._ending(is_stopped):
+                            return
+                        after = await self.step()
+                except Exception as exc:  # a driver survives anything, and says so once
+                    after = self._failed_step(exc)
+                if after.finished:
+                    return
+                woken = asyncio.ensure_future(wake.wait())
+                await asyncio.wait({woken, stop}, timeout=after.seconds, return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
+        finally:
+            stop.cancel()
+
+    def _ending(self, is_stopped: Callable[[], bool]) -> bool:
+        return is_stopped() or self.body["metadata"].get("deletionTimestamp") is not None
 
     def _failed_step(self, exc: Exception) -> Next:
         self.failures += 1

@@ -98,7 +98,7 @@ async def drive_campaign(
         kopf.event(body, type=note.type, reason=note.reason, message=note.message)
 
     driver = CampaignDriver(_runtime(memo), body, pool_spec=_pool_lookup(kwargs), post=post, logger=logger)
-    await driver.run(lambda: bool(stopped))
+    await driver.run(lambda: bool(stopped), lambda: stopped.wait())
 
 
 @kopf.on.delete(GROUP, VERSION, "mailcampaigns", id="remove-redis-keys")
