@@ -84,32 +84,32 @@ def test_a_pause_racing_the_last_chunk_never_strands_a_completed_campaign(rig: C
     rig.senders("default", 2, smtp={"throttling": {"messagesPerSecond": 60}})
     rig.operator(progress_interval=1, chunk_size=8)
     for round_ in range(6):
-        name, total = f"race-{round_}", 96
-        uid = rig.create_campaign(name, recipients={"inline": inline(total, prefix=f"x{round_}-")})[
-            "metadata"
-        ]["uid"]
         # Pause when this many recipients are still to reach the sink: from the last message to half
         # a second's worth, so that both outcomes happen (which one is up to the timing).
         left = rng.randrange(0, 30)
-        rig.wait_received(uid, total - left, timeout=30)
-        rig.patch_spec(name, suspend=True)
-        final = rig.wait_status(
-            name, lambda s: s.get("phase") in ("Paused", "Completed"), "paused or done", 15
+        first = race_round(rig, f"race-{round_}", left)
+        print(f"round {round_}: paused with {left} left at the sink; ended {first} first")
+
+
+def race_round(rig: CampaignRig, name: str, left: int, total: int = 96) -> str:  # noqa: F811
+    """One campaign paused when `left` recipients are still to come; returns the phase it reached first."""
+    uid = rig.create_campaign(name, recipients={"inline": inline(total, prefix=f"{name}-")})["metadata"][
+        "uid"
+    ]
+    rig.wait_received(uid, total - left, timeout=30)
+    rig.patch_spec(name, suspend=True)
+    first = rig.wait_status(name, lambda s: s.get("phase") in ("Paused", "Completed"), "paused or done", 15)
+    if first["phase"] == "Paused":
+        eventually(lambda: leases(rig.redis_url, uid) == 0, timeout=10, what="chunks released")
+        settled = rig.wait_status(
+            name, lambda s: s["phase"] == "Completed" or s["sent"] == len(rig.received(uid)), "settled", 15
         )
-        if final["phase"] == "Paused":
-            eventually(lambda uid=uid: leases(rig.redis_url, uid) == 0, timeout=10, what="chunks released")
-            settled = rig.wait_status(
-                name,
-                lambda s, uid=uid: s["phase"] == "Completed" or s["sent"] == len(rig.received(uid)),
-                "settled",
-                15,
-            )
-            if settled["phase"] == "Paused":
-                assert settled["pending"] > 0, f"round {round_}: paused with nothing left: {settled}"
-                done = from_ranges(parse_ranges(settled["checkpoint"]["completedChunks"]))
-                assert len(done) < total // 8, f"round {round_}: every chunk complete yet paused"
-                rig.patch_spec(name, suspend=False)
-        rig.wait_phase(name, "Completed", timeout=30)
-        received = rig.received(uid)
-        assert sorted(received) == list(range(total)) and set(received.values()) == {1}, f"round {round_}"
-        print(f"round {round_}: paused with {left} left at the sink; ended {final['phase']} first")
+        if settled["phase"] == "Paused":
+            assert settled["pending"] > 0, f"{name}: paused with nothing left: {settled}"
+            done = from_ranges(parse_ranges(settled["checkpoint"]["completedChunks"]))
+            assert len(done) < total // 8, f"{name}: every chunk complete, yet paused"
+            rig.patch_spec(name, suspend=False)
+    rig.wait_phase(name, "Completed", timeout=30)
+    received = rig.received(uid)
+    assert sorted(received) == list(range(total)) and set(received.values()) == {1}, name
+    return str(first["phase"])
