@@ -346,7 +346,8 @@ class CampaignDriver:
         ):
             return
         patch = objects.merge_patch(to_status(current), to_status(desired))
-        await objects.patch_status(self.namespace, self.name, patch)
+        if not await objects.patch_status(self.namespace, self.name, patch):
+            return  # deleted meanwhile: the driver ends at its next check
         self.written, self.written_at = desired, time.monotonic()
         self.runtime.census.record(self.uid, self.namespace, desired.phase)
         for note in status.transition_notes(current, desired):

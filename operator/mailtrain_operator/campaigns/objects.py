@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from mailtrain_operator import kube
 from mailtrain_operator.api import GROUP, VERSION
@@ -30,8 +31,21 @@ def merge_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, A
     return patch
 
 
-async def patch_status(namespace: str, name: str, patch: dict[str, Any]) -> None:
+async def patch_status(namespace: str, name: str, patch: dict[str, Any]) -> bool:
+    """False if the campaign is gone (deleted while its driver was writing)."""
     api = client.CustomObjectsApi(kube.api_client())
-    await kube.call(
-        api.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name, {"status": patch}
-    )
+    try:
+        await kube.call(
+            api.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": patch},
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
