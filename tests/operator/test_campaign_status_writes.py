@@ -23,7 +23,7 @@ def test_status_writes_are_few_while_sending_and_none_when_idle_or_finished(rig:
     rig.senders("default", 2, smtp={"throttling": {"messagesPerSecond": 12}})
     rig.operator(chunk_size=16)
     before = status_writes(rig)
-    rig.create_campaign("measured", recipients={"inline": inline(240)})
+    rig.create_campaign("measured", recipients={"inline": inline(160)})
     sending = rig.wait_phase("measured", "Sending")
     started = time.monotonic()
     rig.wait_phase("measured", "Completed", timeout=120)
