@@ -57,7 +57,7 @@ def test_times_are_whole_seconds_so_an_unchanged_campaign_compares_equal_after_a
         again, progress(), rate=0.0, edited=[], generation=1, now=T0 + timedelta(1)
     )
     assert to_status(later) == to_status(first) | {"checkpoint": to_status(later)["checkpoint"]}
-    assert not status.needs_write(again, later, since_last_write=0, interval=5)
+    assert status.write_delay(again, later, since_last_write=0, interval=5) is None
 
 
 def test_progress_counts_source_invalid_rows_in_total_and_invalid() -> None:
@@ -198,14 +198,14 @@ def test_checkpoint_carries_the_counts_of_completed_chunks_only() -> None:
 def test_writes_wait_for_the_interval_unless_something_a_person_waits_for_changed() -> None:
     sending = started()
     more = status.progress_status(sending, progress(sent=10), rate=2.0, edited=[], generation=1, now=T0)
-    assert not status.needs_write(sending, more, since_last_write=4.9, interval=5)
-    assert status.needs_write(sending, more, since_last_write=5.0, interval=5)
+    assert status.write_delay(sending, more, since_last_write=4.75, interval=5) == 0.25
+    assert status.write_delay(sending, more, since_last_write=5.0, interval=5) == 0
     paused = status.progress_status(
         sending, progress(state="paused"), rate=None, edited=[], generation=2, now=T0
     )
-    assert status.needs_write(sending, paused, since_last_write=0.1, interval=5)
+    assert status.write_delay(sending, paused, since_last_write=0.1, interval=5) == 0
     edited = sending.model_copy(update={"observed_generation": 2})
-    assert status.needs_write(sending, edited, since_last_write=0.1, interval=5)
+    assert status.write_delay(sending, edited, since_last_write=0.1, interval=5) == 0
 
 
 def test_rate_is_messages_per_second_between_two_readings() -> None:

@@ -1,7 +1,7 @@
 """One campaign's driver: from spec to Redis, and from Redis to status, one step at a time.
 
 Each step reads the object as kopf last saw it (a live view), decides, acts on Redis through the
-Publisher, and writes the status only if it changed (`status.needs_write`). Then it waits: for
+Publisher, and writes the status only if it changed (`status.write_delay`). Then it waits: for
 its progress interval while published, until `startAt`, or until woken (its spec changed, its
 pool appeared). A Completed campaign, or one a sender failed, needs nothing more: its driver ends.
 
@@ -331,27 +331,35 @@ class CampaignDriver:
         )
         if progress.state == ACTIVE:
             self.sample = (progress.sent, at)
-        await self._write(current, desired)
+        held_back = await self._write(current, desired)
         self.failures = 0
         if status.is_finished(desired):
             return Next(None, finished=True)
-        return Next(self.settings.progress_interval)
+        # A tick that came a moment before the write interval was over (a timer may fire a little
+        # early) writes that moment later, not a whole interval later.
+        return Next(held_back or self.settings.progress_interval)
 
     # -- writing ---------------------------------------------------------------------------------
 
-    async def _write(self, current: MailCampaignStatus, desired: MailCampaignStatus) -> None:
+    async def _write(self, current: MailCampaignStatus, desired: MailCampaignStatus) -> float:
+        """Write `desired` if it changed and may be written now; returns the seconds until a change
+        held back by the write interval may be written (0 when nothing is held back)."""
         since = time.monotonic() - self.written_at
-        if not status.needs_write(
+        delay = status.write_delay(
             current, desired, since_last_write=since, interval=self.settings.progress_interval
-        ):
-            return
+        )
+        if delay is None:
+            return 0.0
+        if delay > 0:
+            return delay
         patch = objects.merge_patch(to_status(current), to_status(desired))
         if not await objects.patch_status(self.namespace, self.name, patch):
-            return  # deleted meanwhile: the driver ends at its next check
+            return 0.0  # deleted meanwhile: the driver ends at its next check
         self.written, self.written_at = desired, time.monotonic()
         self.runtime.census.record(self.uid, self.namespace, desired.phase)
         for note in status.transition_notes(current, desired):
             self.post(note)
+        return 0.0
 
 
 def _now() -> datetime:

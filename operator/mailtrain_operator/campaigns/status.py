@@ -275,20 +275,20 @@ def _key_conditions(status: MailCampaignStatus) -> list[tuple[str, str, str, str
     return [(c.type, c.status, c.reason, c.message) for c in status.conditions or ()]
 
 
-def needs_write(
+def write_delay(
     current: MailCampaignStatus, desired: MailCampaignStatus, *, since_last_write: float, interval: float
-) -> bool:
-    """Whether to write `desired` now: never when nothing changed; at once when the phase, a
-    condition or the spec generation changed; progress alone at most once per interval."""
+) -> float | None:
+    """When to write `desired`: None when nothing changed; 0 (now) when the phase, a condition or
+    the spec generation changed; progress alone at most once per interval, so the seconds left."""
     if to_status(desired) == to_status(current):
-        return False
+        return None
     moved = (
         desired.phase != current.phase
         or _key_conditions(desired) != _key_conditions(current)
         or desired.observed_generation != current.observed_generation
         or is_published(desired) != is_published(current)
     )
-    return moved or since_last_write >= interval
+    return 0.0 if moved else max(0.0, interval - since_last_write)
 
 
 def transition_notes(before: MailCampaignStatus, after: MailCampaignStatus) -> list[Note]:
