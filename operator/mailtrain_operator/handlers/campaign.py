@@ -8,7 +8,7 @@ on at once rather than at the next timed step. The finalizer removes the campaig
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -21,8 +21,9 @@ from mailtrain_operator.campaigns.runtime import CampaignRuntime
 from mailtrain_operator.campaigns.status import Note
 
 _RUNTIME = "campaign_runtime"
-# Seconds a driver has to end once its campaign is being deleted or the operator stops: it is
-# cancelled at once (an interrupted publish is redone in full, so cancelling is safe).
+# A driver in the middle of a step when its campaign is deleted or the operator stops is cancelled
+# at once (an interrupted publish is redone in full, so that is safe); kopf waits this many seconds
+# for it to end. A waiting driver ends by itself, without being cancelled.
 CANCELLATION_TIMEOUT = 10.0
 DELETE_BACKOFF = (2.0, 60.0)
 
@@ -33,7 +34,7 @@ def _runtime(memo: kopf.Memo) -> CampaignRuntime:
     return found
 
 
-def _pool_lookup(kwargs: dict[str, Any]) -> Any:
+def _pool_lookup(kwargs: dict[str, Any]) -> Callable[[str, str], Mapping[str, Any] | None]:
     """A lookup in the SenderPool index (kopf passes an index as the keyword named after it)."""
     pools: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["senderpool_specs"]
 
@@ -55,7 +56,7 @@ async def close_campaign_redis_clients(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.index(GROUP, VERSION, "senderpools")
-def senderpool_specs(
+async def senderpool_specs(
     namespace: str | None, name: str, spec: kopf.Spec, **_: Any
 ) -> dict[tuple[str | None, str], Any]:
     """Every SenderPool's spec by (namespace, name): campaigns read their pool from memory."""
