@@ -114,6 +114,15 @@ class OperatorSettings(BaseSettings):
         description="Seconds between two reads of a sending campaign's progress from Redis, and so the "
         "most often its status is written (issue 8: at most once per 5 s per campaign while sending).",
     )
+    chunk_size: int = Field(
+        default=512,
+        ge=8,
+        le=65536,
+        multiple_of=8,
+        description="Recipients per chunk when a campaign is published: a sender leases a chunk at a "
+        "time, and the checkpoint in the status records whole chunks, so after a Redis loss at most the "
+        "chunks not yet checkpointed are sent again. A multiple of 8. A published campaign keeps its own.",
+    )
     sender_image: str = Field(
         default=f"ghcr.io/mailtrain-operator/sender:{_package_version()}",
         min_length=1,

@@ -49,6 +49,11 @@ class Progress:
     completed_chunks: list[tuple[int, int]] = field(default_factory=list)  # inclusive ranges
     reason: str = ""  # why the campaign failed (state "failed")
     ambiguous: int = 0  # transactions whose final reply never came: each may have been delivered twice
+    # Failed and invalid recipients within the completed chunks, counts carried by a republish
+    # included: what a checkpoint records, so that a later republish carries them over again.
+    completed_failed: int = 0
+    completed_invalid: int = 0
+    campaign: CampaignWire | None = None  # the campaign as published (its content, priority, chunk size)
 
     @property
     def pending(self) -> int:
@@ -229,8 +234,11 @@ class Publisher:
             return Progress(MISSING if state is None else text(state), 0, 0, 0, 0, 0, 0)
         wire = CampaignWire.model_validate_json(meta)
         count = {text(key): int(value) for key, value in counts.items()}
-        failed += count.get("carried_failed", 0)
-        invalid += count.get("carried_invalid", 0)
+        carried_failed, carried_invalid = count.get("carried_failed", 0), count.get("carried_invalid", 0)
+        failed += carried_failed
+        invalid += carried_invalid
+        completed_ranges = to_ranges(int(c) for c in completed)
+        in_completed = await self._count_within(campaign_id, wire.chunk_size, completed_ranges)
         return Progress(
             state=MISSING if state is None else text(state),
             total=wire.total,
@@ -239,7 +247,25 @@ class Publisher:
             failed=failed,
             invalid=invalid,
             deferred=count.get("deferred", 0),
-            completed_chunks=to_ranges(int(c) for c in completed),
+            completed_chunks=completed_ranges,
             reason="" if reason is None else text(reason),
             ambiguous=count.get("ambiguous", 0),
+            completed_failed=carried_failed + in_completed[0],
+            completed_invalid=carried_invalid + in_completed[1],
+            campaign=wire,
         )
+
+    async def _count_within(
+        self, campaign_id: str, chunk_size: int, ranges: list[tuple[int, int]]
+    ) -> tuple[int, int]:
+        """(failed, invalid) bits within the chunk ranges. A completed chunk's bits no longer change,
+        and a chunk is whole bytes of each bitmap (chunk_size is a multiple of 8)."""
+        if not ranges:
+            return 0, 0
+        k = CampaignKeys(campaign_id)
+        pipe = self.client.pipeline(transaction=False)
+        for bitmap in (k.failed, k.invalid):
+            for first, last in ranges:
+                pipe.bitcount(bitmap, first * chunk_size // 8, (last + 1) * chunk_size // 8 - 1)
+        counts = [int(n) for n in await pipe.execute()]
+        return sum(counts[: len(ranges)]), sum(counts[len(ranges) :])

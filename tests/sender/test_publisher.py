@@ -7,7 +7,15 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from mailtrain_sender.layout import CampaignKeys, ChunkClaim, PoolKeys, Recipient, Store, decode_chunk
+from mailtrain_sender.layout import (
+    CampaignKeys,
+    ChunkClaim,
+    Outcomes,
+    PoolKeys,
+    Recipient,
+    Store,
+    decode_chunk,
+)
 from mailtrain_sender.publisher import Publisher, from_ranges, to_ranges
 from tests.sender.conftest import POOL, PublishFn, campaign_wire, recipients
 
@@ -123,3 +131,26 @@ async def test_republish_skips_completed_chunks_and_keeps_counts(publisher: Publ
     claim = await store.claim_chunk(wire.id, "w", TTL, 8)
     assert isinstance(claim, ChunkClaim) and claim.chunk == 1  # only chunk 1 is left to send
     assert await store.claim_chunk(wire.id, "w", TTL, 8) != claim
+
+
+async def test_progress_counts_failures_within_completed_chunks_for_the_checkpoint(
+    publisher: Publisher, store: Store
+) -> None:
+    """What a checkpoint records: failed and invalid recipients of completed chunks only (the bits
+    of a chunk still in work would be sent again by a republish, so they must not be carried)."""
+    wire = await publisher.republish(
+        campaign_wire("checkpoint", chunk_size=8), recipients("checkpoint", 32), [(3, 3)], {"failed": 1}
+    )
+    first = await store.claim_chunk(wire.id, "w", TTL, 8)
+    second = await store.claim_chunk(wire.id, "w", TTL, 8)
+    assert isinstance(first, ChunkClaim) and isinstance(second, ChunkClaim)
+    # The first chunk completes with one failure and two invalid; the second gets one failure, no completion.
+    done = Outcomes(sent=[0, 1, 2, 3, 4], failed={5: "550 no"}, invalid={6: "bad", 7: "bad"})
+    done.complete.append((first.chunk, first.token))
+    await store.record_outcomes("w", {wire.id: (done, wire.chunks)})
+    await store.record_outcomes("w", {wire.id: (Outcomes(failed={8: "550 no"}), wire.chunks)})
+    progress = await publisher.progress(wire.id)
+    assert progress.completed_chunks == [(0, 0), (3, 3)]
+    assert (progress.failed, progress.invalid) == (3, 2)
+    assert (progress.completed_failed, progress.completed_invalid) == (2, 2)  # chunk 1's failure is left out
+    assert progress.campaign == wire
