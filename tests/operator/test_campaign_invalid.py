@@ -64,8 +64,7 @@ def test_a_source_that_cannot_be_read_fails_with_the_reason_and_sends_nothing(ri
     source = {"configMapRef": {"name": "subscribers", "key": "list.csv"}}
     uid = rig.create_campaign("elsewhere", recipients=source)["metadata"]["uid"]
     failed = condition(rig.wait_phase("elsewhere", "Failed"), "Failed")
-    # On this branch only inline lists are read; the recipients loader brings ConfigMapNotFound & co.
-    assert failed["reason"] == "SourceNotSupported" and "recipients.configMapRef" in failed["message"]
+    assert failed["reason"] == "ConfigMapNotFound" and "subscribers" in failed["message"], failed
     assert rig.wait_event("elsewhere", "Failed")["type"] == "Warning"
     assert keys_of(rig.redis_url, uid) == []
 

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from mailtrain_operator.api import Checkpoint, MailCampaignSpec, Recipients
 from mailtrain_operator.campaigns import publish, wire
-from mailtrain_operator.campaigns.sources import InlineSource, SourceError, open_source
+from mailtrain_operator.campaigns.sources import LoadedSource, SourceError, open_source
 from mailtrain_operator.settings import OperatorSettings
 from mailtrain_sender.layout import CampaignKeys, Recipient
 from mailtrain_sender.publisher import Publisher
@@ -85,7 +85,7 @@ async def test_the_inline_source_drops_repeated_addresses_whatever_their_case() 
         }
     )
     source = open_source("mail", recipients, OperatorSettings())
-    assert isinstance(source, InlineSource)
+    assert isinstance(source, LoadedSource)
     assert await collect(source) == [
         Recipient("a@example.org", "A"),
         Recipient("B@example.org", None, {"x": 1}),
@@ -94,11 +94,13 @@ async def test_the_inline_source_drops_repeated_addresses_whatever_their_case() 
     assert len(await collect(source)) == 2 and source.duplicates == 2  # read again: the same
 
 
-def test_sources_not_read_here_yet_say_so() -> None:
-    recipients = Recipients.model_validate({"url": {"href": "https://lists.acme.example/winter.csv"}})
+async def test_a_source_that_cannot_be_read_says_so_when_it_is_read() -> None:
+    recipients = Recipients.model_validate({"url": {"href": "https://lists.acme.example:0/winter.csv"}})
+    source = open_source("mail", recipients, OperatorSettings())  # nothing is read yet
     with pytest.raises(SourceError) as raised:
-        open_source("mail", recipients, OperatorSettings())
-    assert raised.value.reason == "SourceNotSupported" and "recipients.url" in raised.value.message
+        await collect(source)
+    assert raised.value.reason in ("BadUrl", "UrlUnreachable"), raised.value
+    assert "winter.csv" in raised.value.message or "lists.acme.example" in raised.value.message
 
 
 class Listed:

@@ -1,10 +1,10 @@
-"""Where a campaign's recipients come from: the one place where the recipients loader plugs in.
+"""Where a campaign's recipients come from: the one place where the campaign code meets the loader.
 
-`open_source` is the only call site. The loader of `mailtrain_operator.recipients` (inline,
-ConfigMap, Secret or URL; csv or jsonl; deduplication; invalid rows counted) replaces its body:
-it returns an async iterable of `Recipient` whose `invalid` and `duplicates` counters are final
-once the iteration ends, and raises `SourceError(reason, message)` (while opening or while
-iterating) when the whole source cannot be read. Until then only `recipients.inline` is read, here.
+`mailtrain_operator.recipients` reads the list (inline, ConfigMap, Secret or URL; csv or jsonl),
+checks every row as the sender would, drops repeated addresses and counts what it dropped. Its
+`open_source` is a context manager (a URL source holds an HTTP session); the campaign code wants
+a source it can iterate whenever it needs the list, once per publish or republish. `LoadedSource`
+is that: each iteration opens the list afresh, reads it in order, and closes it.
 
 The publisher reads a source once per publish, in order; a republish reads it again and expects
 the same list (the checkpoint's recipientsDigest says whether it is).
@@ -15,18 +15,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from mailtrain_operator.api import InlineRecipient, Recipients
+from mailtrain_operator import recipients
+from mailtrain_operator.api import Recipients
+from mailtrain_operator.recipients import SourceError
 from mailtrain_operator.settings import OperatorSettings
 from mailtrain_sender.layout import Recipient
 
-
-class SourceError(Exception):
-    """The whole source cannot be read (missing ConfigMap, unreachable URL ...): what to fix."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason  # CamelCase, for a condition
-        self.message = message
+__all__ = ["LoadedSource", "RecipientSource", "SourceError", "open_source"]
 
 
 class RecipientSource(Protocol):
@@ -43,39 +38,30 @@ class RecipientSource(Protocol):
     def __aiter__(self) -> AsyncIterator[Recipient]: ...
 
 
-class InlineSource:
-    """`recipients.inline`: at most 1,000 rows the apiserver has already checked against the schema.
+class LoadedSource:
+    """A campaign's list, read through `recipients.open_source` each time it is iterated."""
 
-    A repeated address (compared without case, as mailbox providers do) is dropped; whether an
-    address can be sent to is the sender's judgement (it counts invalid ones), not ours.
-    """
+    def __init__(self, namespace: str, spec: Recipients, settings: OperatorSettings) -> None:
+        self._namespace = namespace
+        self._spec = spec
+        self._settings = settings
+        self._counts = recipients.Counts()
 
-    def __init__(self, rows: list[InlineRecipient]) -> None:
-        self._rows = rows
-        self.invalid = 0
-        self.duplicates = 0
+    @property
+    def invalid(self) -> int:
+        return self._counts.invalid
+
+    @property
+    def duplicates(self) -> int:
+        return self._counts.duplicates
 
     async def __aiter__(self) -> AsyncIterator[Recipient]:
-        self.duplicates = 0
-        seen: set[str] = set()
-        for row in self._rows:
-            key = row.email.strip().lower()
-            if key in seen:
-                self.duplicates += 1
-                continue
-            seen.add(key)
-            yield Recipient(row.email, row.name, row.vars or None)
+        async with recipients.open_source(self._namespace, self._spec, self._settings) as stream:
+            self._counts = stream.counts  # live: final once the loop below ends
+            async for recipient in stream:
+                yield recipient
 
 
-def open_source(namespace: str, recipients: Recipients, settings: OperatorSettings) -> RecipientSource:
-    """The campaign's recipient source. THE call site for the recipients loader (see above)."""
-    del namespace, settings  # for the loader: ConfigMaps and Secrets are read in the campaign's namespace
-    kind, value = recipients.source
-    if kind == "inline":
-        assert isinstance(value, list)
-        return InlineSource(value)
-    raise SourceError(
-        "SourceNotSupported",
-        f"recipients.{kind} is not supported by this operator version yet; list the recipients in "
-        "recipients.inline (at most 1,000)",
-    )
+def open_source(namespace: str, spec: Recipients, settings: OperatorSettings) -> RecipientSource:
+    """The campaign's recipient source; nothing is read until it is iterated."""
+    return LoadedSource(namespace, spec, settings)

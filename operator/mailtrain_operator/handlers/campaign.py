@@ -56,6 +56,7 @@ async def close_campaign_redis_clients(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.index(GROUP, VERSION, "senderpools")
+@framework.counts_reconcile_errors("SenderPool")
 async def senderpool_specs(
     namespace: str | None, name: str, spec: kopf.Spec, **_: Any
 ) -> dict[tuple[str | None, str], Any]:
@@ -64,6 +65,7 @@ async def senderpool_specs(
 
 
 @kopf.index(GROUP, VERSION, "mailcampaigns")
+@framework.counts_reconcile_errors("MailCampaign")
 async def campaigns_by_pool(
     namespace: str | None, uid: str, spec: kopf.Spec, meta: kopf.Meta, memo: kopf.Memo, **_: Any
 ) -> dict[tuple[str | None, str], str]:
@@ -80,6 +82,7 @@ async def campaigns_by_pool(
 
 
 @kopf.on.event(GROUP, VERSION, "senderpools")
+@framework.counts_reconcile_errors("SenderPool")
 async def wake_campaigns_of_pool(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """A pool appeared, changed or went: its campaigns look again at once (after the index update)."""
     index: kopf.Index[tuple[str | None, str], str] = kwargs["campaigns_by_pool"]
@@ -88,6 +91,7 @@ async def wake_campaigns_of_pool(namespace: str | None, name: str, memo: kopf.Me
 
 
 @kopf.daemon(GROUP, VERSION, "mailcampaigns", id="drive", cancellation_timeout=CANCELLATION_TIMEOUT)
+@framework.counts_reconcile_errors("MailCampaign")
 async def drive_campaign(
     body: kopf.Body,
     memo: kopf.Memo,
@@ -103,6 +107,7 @@ async def drive_campaign(
 
 
 @kopf.on.delete(GROUP, VERSION, "mailcampaigns", id="remove-redis-keys")
+@framework.counts_reconcile_errors("MailCampaign")
 async def remove_redis_keys(
     body: kopf.Body,
     memo: kopf.Memo,
