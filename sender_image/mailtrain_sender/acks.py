@@ -30,7 +30,10 @@ from mailtrain_sender.outage import RedisOutage
 log = logging.getLogger(__name__)
 
 MAX_UNWRITTEN = 50_000
-_RETRY_MIN, _RETRY_MAX = 0.05, 1.0  # seconds between write attempts while Redis fails
+# Seconds between write attempts while Redis fails. The longest gap is also how long after Redis is
+# back the outcomes of the outage may still be unwritten, and so how much a crash then sends twice
+# (docs/sender.md, "Delivery guarantees"): kept short, since a failing attempt costs next to nothing.
+_RETRY_MIN, WRITE_RETRY_MAX = 0.05, 0.25
 
 # Called once the completion is written: (the claim still owned the chunk, the campaign's state).
 CompletionDone = Callable[[bool, str], None]
@@ -162,7 +165,7 @@ class AckBuffer:
             if loop.time() + delay > deadline:
                 return False
             await asyncio.sleep(delay)
-            delay = min(_RETRY_MAX, delay * 2)
+            delay = min(WRITE_RETRY_MAX, delay * 2)
         return True
 
     async def run(self) -> None:
@@ -175,7 +178,7 @@ class AckBuffer:
             started = loop.time()
             if not await self.flush():
                 await asyncio.sleep(delay)
-                delay = min(_RETRY_MAX, delay * 2)
+                delay = min(WRITE_RETRY_MAX, delay * 2)
                 continue
             delay = _RETRY_MIN
             spacing = self._interval() - (loop.time() - started)

@@ -269,9 +269,10 @@ class Judge:
         return None
 
     def _unwritable(self, replied: float, killed_at: float) -> bool:
-        """Redis was paused or down from (about) the reply until the kill: the outcome was not writable."""
+        """Redis was paused or down from (about) the reply until the kill, or back for less than the
+        writer's longest retry gap: the outcome was not written yet."""
         return any(
-            start <= replied + opt.ACK_WINDOW and killed_at <= until + opt.ACK_WINDOW
+            start <= replied + opt.ACK_WINDOW and killed_at <= until + opt.WRITE_RETRY_MAX + opt.ACK_WINDOW
             for start, until in self.ledger.redis_outages
         )
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mailtrain_sender import acks
 from tests.harness.relay_faults import ChaosSettings
 
 # -- the senders' settings ----------------------------------------------------------------------------------
@@ -57,8 +58,11 @@ def sender_settings(rate: float, cap: int) -> dict[str, Any]:
 # soak runs 50 ms) plus one Redis round trip after the reply; 0.1 s allows for a loaded machine's event loop
 # (the figure tests/sender/test_failover.py uses).
 # (a') While Redis is paused or down, outcomes cannot be written: a SIGKILL then also explains deliveries
-# accepted from ACK_WINDOW before the outage began until it ended (docs/sender.md, "Delivery guarantees").
+# accepted from ACK_WINDOW before the outage began until it ended, if the kill came before the first write
+# attempt after the outage: the writer retries every WRITE_RETRY_MAX at most, then needs ACK_WINDOW
+# (docs/sender.md, "Delivery guarantees").
 ACK_WINDOW = 0.1
+WRITE_RETRY_MAX = acks.WRITE_RETRY_MAX
 KILL_SKEW = 0.05
 # (b) A delivery may be repeated if the relay dropped the connection after the dot, or held its reply
 # for at least the sender's SMTP timeout (less this slack: the timer starts a moment before the relay
@@ -88,6 +92,7 @@ SETTLE = SMTP_TIMEOUT + 1.0
 
 TOLERANCES = {
     "ack_window_s": ACK_WINDOW,
+    "write_retry_max_s": WRITE_RETRY_MAX,
     "kill_skew_s": KILL_SKEW,
     "slow_reply_counts_from_s": SMTP_TIMEOUT - SLOW_REPLY_SLACK,
     "delete_grace_s": DELETE_GRACE,
