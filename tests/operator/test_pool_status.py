@@ -36,6 +36,7 @@ def _observed(**fields: Any) -> Observation:
     base: dict[str, Any] = {
         "generation": 4,
         "refusal": None,
+        "failure": None,
         "desired_replicas": 2,
         "deployment": _deployment(),
         "pod_problem": None,
@@ -71,8 +72,18 @@ def test_a_pool_whose_every_process_is_ready() -> None:
         ({"deployment": _deployment(ready=0)}, "NoReadyReplicas"),
         ({"deployment": _deployment(ready=1)}, "NotAllReplicasReady"),
         ({"refusal": Problem("SenderConfigRejected", "sender.toml: redis.url: bad")}, "InvalidSpec"),
+        ({"failure": Problem("ApplyFailed", "applying the pool's children: forbidden")}, "ApplyFailed"),
     ],
-    ids=["missing", "unseen-generation", "updating", "old-pods", "none-ready", "some-ready", "refused"],
+    ids=[
+        "missing",
+        "unseen-generation",
+        "updating",
+        "old-pods",
+        "none-ready",
+        "some-ready",
+        "refused",
+        "failed",
+    ],
 )
 def test_ready_says_why_not(observed: Json, reason: str) -> None:
     ready = find(pool_status("news", _observed(**observed), None, NOW).conditions, "Ready")
@@ -89,8 +100,10 @@ def test_degraded_names_the_first_problem() -> None:
     refusal = Problem("SenderConfigRejected", "sender.toml: redis.url: Invalid IPv6 URL")
     pods = Problem("CreateContainerConfigError", 'pod p, container sender: secret "smtp-auth" not found')
     redis = Problem("RedisUnreachable", "the pool's Redis cannot be read: ...")
+    failure = Problem("ApplyFailed", "applying the pool's children: deployments.apps is forbidden")
     for observed, expected in (
         (_observed(refusal=refusal, pod_problem=pods, redis_problem=redis), refusal),
+        (_observed(failure=failure, pod_problem=pods, redis_problem=redis), failure),
         (_observed(pod_problem=pods, redis_problem=redis), pods),
         (_observed(redis_problem=redis, active_campaigns=None), redis),
     ):

@@ -3,6 +3,7 @@
 Ready says whether every process the spec asks for runs and is ready, and if not, why:
 
     InvalidSpec          the spec was refused (Degraded says by whom); the children were left alone
+    ApplyFailed          applying the children failed, and is being retried (Degraded says why)
     DeploymentMissing    the Deployment does not exist (yet)
     RolloutInProgress    pods of an older template still run, or new ones are not available yet
     NoReadyReplicas      no sender is ready
@@ -12,6 +13,7 @@ Ready says whether every process the spec asks for runs and is ready, and if not
 
 Degraded says whether the pool cannot run as specified, the first of:
 - the spec was refused: SenderConfigRejected, RedisNotConfigured, ChildObjectRejected, InvalidSpec;
+- applying it failed (ApplyFailed: the apiserver refused the operator, e.g. its RBAC, or was away);
 - a pod cannot start: the kubelet's reason (e.g. CreateContainerConfigError for a missing Secret), or
   the Deployment's (ReplicaFailure when pods are refused, ProgressDeadlineExceeded);
 - the pool's Redis cannot be read: RedisUnreachable, SecretNotFound, ...
@@ -30,6 +32,7 @@ from mailtrain_operator.pools.names import deployment_name, selector_text
 
 Json = dict[str, Any]
 INVALID_SPEC = "InvalidSpec"
+APPLY_FAILED = "ApplyFailed"
 # A private Redis whose pod is not ready yet is the Ready condition's business, not a degradation.
 _NOT_A_DEGRADATION = frozenset({"RedisNotReady"})
 
@@ -46,6 +49,7 @@ class Observation:
 
     generation: int  # the spec generation the operator last handled
     refusal: Problem | None  # that generation was not applied, and why
+    failure: Problem | None  # applying it failed, and is being retried
     desired_replicas: int
     deployment: Json | None
     pod_problem: Problem | None
@@ -71,6 +75,8 @@ def ready_condition(pool: str, observed: Observation) -> tuple[bool, str, str]:
     """(status, reason, message) of Ready."""
     if observed.refusal is not None:
         return False, INVALID_SPEC, f"the spec was not applied: {observed.refusal.message}"
+    if observed.failure is not None:
+        return False, APPLY_FAILED, f"the spec is not applied yet: {observed.failure.message}"
     deployment = observed.deployment
     if deployment is None:
         return False, "DeploymentMissing", f"Deployment {deployment_name(pool)} does not exist yet"
@@ -107,7 +113,7 @@ def degraded_condition(observed: Observation) -> tuple[bool, str, str]:
     if redis is not None and redis.reason in _NOT_A_DEGRADATION:
         redis = None
     pods = observed.pod_problem or deployment_problem(observed.deployment)
-    for problem in (observed.refusal, pods, redis):
+    for problem in (observed.refusal, observed.failure, pods, redis):
         if problem is not None:
             return True, problem.reason, problem.message
     return False, "AsExpected", "the pool runs as specified"
