@@ -135,7 +135,10 @@ def test_processes_and_kubectl_scale_reach_the_deployment_within_2s_and_drift_is
     took = time.monotonic() - edited_at
     assert took < DEADLINE
     print(f"FIGURE a hand edit of the Deployment's replicas was put back in {took:.3f} s")
-    assert "put back as the pool specifies it" in operator.log_text()
+    # The operator logs it once the apiserver answered its apply, which may be after the watch saw it.
+    eventually(
+        lambda: "put back as the pool specifies it" in operator.log_text(), timeout=10, what="the log line"
+    )
     ready_pool(kube, ns, "scaled", 2)
 
 

@@ -97,7 +97,11 @@ async def sender_deployment_event(
     actual = None if event["type"] == "DELETED" else dict(event["object"])
     try:
         repaired = await apply.repair_deployment(pool, actual, framework.operator_settings(memo))
-    except ApiException as exc:
-        raise kopf.TemporaryError(f"putting the Deployment back: {kube.refusal(exc)}", delay=1) from None
+    except (ApiException, HTTPError, OSError) as exc:
+        # kopf does not retry watch-event handlers: the Deployment's next event, or the pool's next
+        # reconcile, tries again.
+        why = kube.refusal(exc) if isinstance(exc, ApiException) else str(exc)
+        logger.warning("cannot put back the Deployment of SenderPool %s: %s", pool.ref.name, why)
+        return
     if repaired:
         logger.info("Deployment of SenderPool %s put back as the pool specifies it", pool.ref.name)
