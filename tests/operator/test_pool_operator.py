@@ -186,3 +186,17 @@ def test_a_limit_change_reaches_running_senders_without_a_restart(
         assert all(s["restartCount"] == 0 for s in pod["status"]["containerStatuses"])
     # The pod template did not change at all, so the Deployment had no reason to roll.
     assert existing(kube, deployment_path(ns, "limits"))["spec"]["template"] == template
+
+
+def test_what_changed_while_the_operator_was_down_is_applied_when_it_is_back(
+    operator: OperatorProcess, controlplane: ControlPlane, pool_namespace: str, redis_url: str
+) -> None:
+    kube, ns = controlplane.api, pool_namespace
+    create_pool(kube, ns, sender_pool("resumed", net.free_port(), redis={"url": redis_url}))
+    ready_pool(kube, ns, "resumed", 1)
+    assert operator.stop() == 0
+    patched = patch_pool(kube, ns, "resumed", {"queue": {"processes": 2}})
+    operator.start()  # kopf resumes every pool: the reconcile and the status loop run again
+    pool = ready_pool(kube, ns, "resumed", 2)
+    assert pool["status"]["observedGeneration"] == patched["metadata"]["generation"]
+    assert existing(kube, deployment_path(ns, "resumed"))["spec"]["replicas"] == 2
