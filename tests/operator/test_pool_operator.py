@@ -141,6 +141,16 @@ def test_processes_and_kubectl_scale_reach_the_deployment_within_2s_and_drift_is
     )
     ready_pool(kube, ns, "scaled", 2)
 
+    # So is a deleted Deployment.
+    uid = existing(kube, path)["metadata"]["uid"]
+    kube.delete(path)
+    eventually(
+        lambda: (kube.get(path) or {}).get("metadata", {}).get("uid") not in (None, uid),
+        timeout=10,
+        what="the Deployment created again",
+    )
+    ready_pool(kube, ns, "scaled", 2)
+
 
 def _sender_log(node: LocalNode, namespace: str, pod: Json) -> str:
     return node.container_log(namespace, pod["metadata"]["name"], "sender")

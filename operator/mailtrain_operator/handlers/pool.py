@@ -93,6 +93,8 @@ async def sender_deployment_event(
     pool = next(iter(found), None)
     if pool is None or pool.deleting:
         return  # its pool is gone or going; the garbage collector takes the Deployment
+    if event["object"]["metadata"]["name"] != names.deployment_name(pool.ref.name):
+        return  # another Deployment that carries the pool's labels: not the pool's to keep
     TRACKS.wake(pool.ref.uid)
     actual = None if event["type"] == "DELETED" else dict(event["object"])
     try:
