@@ -180,6 +180,17 @@ def configure_logging(settings: OperatorSettings) -> None:
     logging.getLogger().setLevel(settings.log_level.upper())
     if settings.log_level != "debug":  # a line for every liveness probe, every few seconds, says nothing
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+        logging.getLogger("kopf.objects").addFilter(_routine_success)
+
+
+# Handlers that run on every watch event of their objects (a rollout gives dozens): kopf logs each
+# success at info, which would bury the decisions. What they change, they log themselves.
+ROUTINE_HANDLERS = ("sender_deployment_event",)
+_ROUTINE_SUCCESSES = frozenset(f"Handler {handler!r} succeeded." for handler in ROUTINE_HANDLERS)
+
+
+def _routine_success(record: logging.LogRecord) -> bool:
+    return not (record.levelno == logging.INFO and record.msg in _ROUTINE_SUCCESSES)
 
 
 def identity() -> str:

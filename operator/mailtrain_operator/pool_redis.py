@@ -7,12 +7,18 @@
   DNS, and its password is in the Secret the operator generated for the pool.
 
 Nothing here caches: a caller that keeps a Redis client keys it by the `RedisTarget` it got.
+
+The pool's name in Redis (`redis_pool_name`, the senders' `worker.pool`) is `<namespace>/<pool>`,
+so pools of different namespaces can share one Redis without sharing their keys.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import Redis
 
 from mailtrain_operator import kube
 from mailtrain_operator.api.senderpool import SenderPoolSpec
@@ -26,14 +32,26 @@ def service_name(pool: str) -> str:
     return f"{pool}-sender"
 
 
+def redis_pool_name(namespace: str, pool: str) -> str:
+    """The pool's name in the Redis layout (PoolKeys, CampaignWire.pool, the senders' worker.pool)."""
+    return f"{namespace}/{pool}"
+
+
 def private_redis_secret_name(pool: str) -> str:
     return f"{pool}-sender-redis"
 
 
 @dataclass(frozen=True)
 class RedisTarget:
-    url: str
+    url: str  # from a Secret, it may hold a password: repr() leaves that out
     password: str | None = field(default=None, repr=False)  # never printed
+
+    def __repr__(self) -> str:
+        parts, shown = urlsplit(self.url), self.url
+        if parts.password:
+            host = parts.netloc.rpartition("@")[2]
+            shown = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+        return f"RedisTarget(url={shown!r})"
 
 
 class PoolRedisUnavailable(Exception):
@@ -95,3 +113,17 @@ async def resolve(namespace: str, pool: str, spec: SenderPoolSpec) -> RedisTarge
     host, port = found
     host = f"[{host}]" if ":" in host else host
     return RedisTarget(f"redis://{host}:{port}/0", password)
+
+
+def open_client(target: RedisTarget, *, timeout: float = 5.0) -> Redis:
+    """A client of the target (it connects on first use). ValueError, with a message that never quotes
+    the URL, when the URL cannot be used: one from a Secret may hold a password."""
+    try:
+        return Redis.from_url(
+            target.url,
+            password=target.password,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+    except ValueError:
+        raise ValueError("the Redis URL is not a usable redis://, rediss:// or unix:// URL") from None

@@ -130,6 +130,13 @@ class OperatorSettings(BaseSettings):
         "Defaults to the sender built from the same release as this operator, since the two share the "
         "Redis layout.",
     )
+    private_redis_image: str = Field(
+        default="docker.io/library/redis:7.4",
+        min_length=1,
+        description="Image of the private Redis beside the sender of a SenderPool with `redis.enabled: "
+        "false`. The official image's, or a mirror of it: the pod runs `redis-server` from it through "
+        "`sh`, as a non-root user, without persistence.",
+    )
     recipients_url_timeout: float = Field(
         default=30.0,
         gt=0,

@@ -4,9 +4,9 @@ The operator renders this file into the pool's ConfigMap; the sender reads it at
 start and again whenever it changes (see `reload.py`). The section and key names
 mirror the seed's configuration (`[queue] processes`, `maxParallelCampaigns`, ...).
 
-Secrets never come from this file: the Redis password and SMTP credentials are
-read from environment variables, or from files named by `<VAR>_FILE` (how a
-Kubernetes Secret is mounted).
+Secrets never come from this file: the Redis password (or a whole Redis URL with
+its password) and SMTP credentials are read from environment variables, or from
+files named by `<VAR>_FILE` (how a Kubernetes Secret is mounted).
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _SECRET_KEYS = {"password", "pass", "username", "user", "secret", "token"}
 _SECRET_VARIABLES = {  # section -> where its secrets come from instead
-    "RedisSection": "MAILTRAIN_REDIS_PASSWORD",
+    "RedisSection": "MAILTRAIN_REDIS_PASSWORD (or the whole URL in MAILTRAIN_REDIS_URL)",
     "SmtpSection": "MAILTRAIN_SMTP_USERNAME and MAILTRAIN_SMTP_PASSWORD",
 }
 
@@ -70,8 +70,12 @@ class Section(BaseModel):
         return data
 
 
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
 class RedisSection(Section):
     enabled: bool = True
+    # MAILTRAIN_REDIS_URL, when set, is used instead (a URL that carries a password is a secret).
     url: str = "redis://127.0.0.1:6379/0"
     db: int | None = Field(default=None, ge=0, le=15)
 
@@ -79,10 +83,13 @@ class RedisSection(Section):
     @classmethod
     def _url(cls, url: str) -> str:
         parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss", "unix"):
+        if parts.scheme not in _REDIS_SCHEMES:
             raise ValueError("must start with redis://, rediss:// or unix://")
         if parts.password:
-            raise ValueError("must not contain a password; set MAILTRAIN_REDIS_PASSWORD instead")
+            raise ValueError(
+                "must not contain a password; set MAILTRAIN_REDIS_PASSWORD, or the whole URL in "
+                "MAILTRAIN_REDIS_URL"
+            )
         return url
 
 
@@ -208,14 +215,56 @@ class SenderConfig(Section):
         )
 
 
+# Settings a running process keeps until it restarts: Worker.apply_config says so when a reloaded file
+# changes one, and the operator rolls a pool's pods when one changes (and only then).
+RESTART_REQUIRED = (
+    "redis",
+    "queue.processes",
+    "worker.pool",
+    "worker.id",
+    "worker.listen",
+    "worker.logFormat",
+    "worker.logLevel",
+    "worker.eventLoop",
+    "worker.healthFile",
+)
+
+
+def restart_settings(config: SenderConfig) -> dict[str, Any]:
+    """The values of RESTART_REQUIRED in `config`, by their sender.toml names (sections as dicts)."""
+    values: dict[str, Any] = {}
+    for path in RESTART_REQUIRED:
+        value: Any = config
+        for part in path.split("."):
+            value = getattr(value, to_snake(part))
+        values[path] = value.model_dump(mode="json", by_alias=True) if isinstance(value, BaseModel) else value
+    return values
+
+
 class Secrets(BaseSettings):
     """Credentials, from the environment only: MAILTRAIN_<NAME>, or the file named by <NAME>_FILE."""
 
     model_config = SettingsConfigDict(env_prefix="MAILTRAIN_", extra="ignore")
 
     redis_password: SecretStr | None = None
+    # The whole Redis URL, password included (a Secret's value in a pod): overrides redis.url.
+    redis_url: SecretStr | None = None
     smtp_username: SecretStr | None = None
     smtp_password: SecretStr | None = None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: SecretStr | None) -> SecretStr | None:
+        # ConfigError rather than ValueError: pydantic would quote the value in its message.
+        if url is None:
+            return None
+        problem = "must start with redis://, rediss:// or unix://"
+        try:
+            if urlsplit(url.get_secret_value()).scheme in _REDIS_SCHEMES:
+                return url
+        except ValueError as exc:  # e.g. "Invalid IPv6 URL"
+            problem = str(exc)
+        raise ConfigError(f"MAILTRAIN_REDIS_URL: {problem} (the value is a secret and not shown)")
 
     @model_validator(mode="before")
     @classmethod

@@ -41,7 +41,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mailtrain_sender.acks import AckBuffer
 from mailtrain_sender.campaigns import CampaignRunner, RunnerContext, RunnerSettings
-from mailtrain_sender.config import Secrets, SenderConfig
+from mailtrain_sender.config import Secrets, SenderConfig, restart_settings
 from mailtrain_sender.dispatch import Dispatcher
 from mailtrain_sender.layout import MISSING, TERMINAL, Store
 from mailtrain_sender.metrics import Metrics
@@ -64,7 +64,8 @@ class FatalError(Exception):
 
 def redis_client(config: SenderConfig, secrets: Secrets) -> Redis:
     password = secrets.redis_password.get_secret_value() if secrets.redis_password else None
-    url = config.redis.url
+    # A password in MAILTRAIN_REDIS_URL wins over MAILTRAIN_REDIS_PASSWORD (redis-py's rule).
+    url = secrets.redis_url.get_secret_value() if secrets.redis_url else config.redis.url
     if config.redis.db is not None:
         url = urlunsplit(urlsplit(url)._replace(path=f"/{config.redis.db}"))
     return Redis.from_url(
@@ -167,21 +168,8 @@ class Worker:
     def apply_config(self, new: SenderConfig) -> None:
         """A reloaded sender.toml: limits, throttle and pool size change now; transactions in flight don't."""
         old = self.config
-        restart_needed = [
-            name
-            for name, before, after in (
-                ("redis", old.redis, new.redis),
-                ("queue.processes", old.queue.processes, new.queue.processes),
-                ("worker.pool", old.worker.pool, new.worker.pool),
-                ("worker.id", old.worker.id, new.worker.id),
-                ("worker.listen", old.worker.listen, new.worker.listen),
-                ("worker.logFormat", old.worker.log_format, new.worker.log_format),
-                ("worker.logLevel", old.worker.log_level, new.worker.log_level),
-                ("worker.eventLoop", old.worker.event_loop, new.worker.event_loop),
-                ("worker.healthFile", old.worker.health_file, new.worker.health_file),
-            )
-            if before != after
-        ]
+        before, after = restart_settings(old), restart_settings(new)
+        restart_needed = [name for name in before if before[name] != after[name]]
         if restart_needed:
             log.warning("changes to %s take effect at the next restart", ", ".join(restart_needed))
         self.config = new.model_copy(update={"redis": old.redis})

@@ -1,9 +1,9 @@
 """What the MailCampaign tests share: the operator as a real process, a SenderPool on the test's Redis,
 real sender processes for that pool, and reading campaigns, Events and the sink.
 
-Nobody reconciles SenderPools on this branch: the pool object only tells the campaign handlers
-where the pool's Redis is, and the test starts the pool's senders itself (named after the pool,
-as the pool's sender.toml names them).
+The pools have `queue.processes: 0`, so their Deployments run no pods: the test starts the pool's
+senders itself, as processes it can kill and inspect, under the pool's name in Redis
+(`<namespace>/<pool>`, as the pool's sender.toml names it).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from mailtrain_operator import pool_redis
 from mailtrain_operator.settings import ENV_PREFIX
 from tests.cluster.helpers import eventually
 from tests.harness import net
@@ -123,7 +124,10 @@ class CampaignRig:
 
     def senders(self, pool: str, count: int = 2, **overrides: Any) -> list[SenderProcess]:
         fleet = SenderFleet(
-            self.root / f"senders-{pool}-{len(self.fleets)}", self.redis_url, self.sink.port, pool
+            self.root / f"senders-{pool}-{len(self.fleets)}",
+            self.redis_url,
+            self.sink.port,
+            pool_redis.redis_pool_name(self.namespace, pool),
         )
         self.fleets.append(fleet)
         return fleet.start(count, **overrides)
@@ -142,6 +146,7 @@ class CampaignRig:
             "kind": "SenderPool",
             "metadata": {"name": name},
             "spec": {
+                "queue": {"processes": 0},
                 "redis": {"url": redis_url or self.redis_url},
                 "smtp": {"host": net.LOOPBACK, "port": self.sink.port, "security": "none"},
             },

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from mailtrain_operator.campaigns.wire import created_ms
+from mailtrain_operator.pool_redis import redis_pool_name
 from mailtrain_sender.layout import PoolKeys, registry_score
 from tests.cluster.helpers import eventually
 from tests.operator.campaign_rig import CampaignRig, inline, rig  # noqa: F401 - the fixture
@@ -69,7 +70,7 @@ def test_a_priority_edit_moves_the_campaign_in_the_pool_s_line(rig: CampaignRig)
 
     def score() -> float | None:
         with redis.Redis.from_url(rig.redis_url) as client:
-            found = client.zscore(PoolKeys("default").registry, uid)
+            found = client.zscore(PoolKeys(redis_pool_name(rig.namespace, "default")).registry, uid)
             return None if found is None else float(found)
 
     assert score() == registry_score(0, since)

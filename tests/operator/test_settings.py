@@ -42,6 +42,7 @@ def test_defaults() -> None:
     assert settings.peering_lifetime == 30  # a standby takes over at most 30 s after a SIGKILL
     assert settings.progress_interval == 5.0
     assert settings.sender_image.startswith("ghcr.io/mailtrain-operator/sender:")
+    assert settings.private_redis_image == "docker.io/library/redis:7.4"
 
 
 def test_values_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,11 +17,10 @@ from typing import Any
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from mailtrain_operator import conditions
+from mailtrain_operator import conditions, pool_redis
 from mailtrain_operator.api import SenderPoolSpec, to_status
 from mailtrain_operator.campaigns import objects, status
 from mailtrain_operator.campaigns.runtime import CampaignRuntime
-from mailtrain_operator.campaigns.wire import redis_pool_name
 from mailtrain_operator.metrics import METRICS
 from mailtrain_operator.pool_redis import PoolRedisUnavailable, resolve
 from mailtrain_sender.publisher import Publisher
@@ -62,7 +61,9 @@ async def remove_keys(
         return f"SenderPool {namespace}/{pool} has a spec this operator cannot read: keys left as they are"
     async with runtime.lock(uid):  # a publish of this campaign's driver is over (cancelled) first
         try:
-            await Publisher(runtime.clients.get(target)).delete(uid, redis_pool_name(namespace, pool))
+            await Publisher(runtime.clients.get(target)).delete(
+                uid, pool_redis.redis_pool_name(namespace, pool)
+            )
         except RedisError as exc:
             METRICS.redis_errors.labels("delete").inc()
             reason = f"the Redis of SenderPool {namespace}/{pool} cannot be reached ({type(exc).__name__})"

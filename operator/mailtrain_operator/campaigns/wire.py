@@ -13,6 +13,7 @@ from typing import Any
 
 import jinja2
 
+from mailtrain_operator import pool_redis
 from mailtrain_operator.api import MailCampaignSpec
 from mailtrain_sender.layout import CampaignWire
 from mailtrain_sender.render import CampaignError, CompiledCampaign
@@ -30,12 +31,6 @@ class InvalidCampaign(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
-
-
-def redis_pool_name(namespace: str, pool: str) -> str:
-    """The pool's name in Redis: the SenderPool's name, which its senders' sender.toml carries."""
-    del namespace  # pools of two namespaces that share one Redis database would share a registry
-    return pool
 
 
 def created_ms(creation_timestamp: str | datetime) -> int:
@@ -60,7 +55,7 @@ def build_wire(
         {
             "id": meta["uid"],
             "name": f"{meta['namespace']}/{meta['name']}",
-            "pool": redis_pool_name(meta["namespace"], spec.sender_pool),
+            "pool": pool_redis.redis_pool_name(meta["namespace"], spec.sender_pool),
             "from": spec.sender.model_dump(exclude_none=True),
             "subject": spec.subject,
             "text": spec.text,
