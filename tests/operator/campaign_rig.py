@@ -195,7 +195,15 @@ class CampaignRig:
             f"/api/v1/namespaces/{self.namespace}/events",
             fieldSelector=f"involvedObject.name={name},involvedObject.kind=MailCampaign",
         )
-        return sorted(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        # Timestamps have whole seconds, so Events of one second tie; etcd's revision (the resourceVersion
+        # of a new object) orders them as they were written.
+        return sorted(
+            events,
+            key=lambda e: (
+                e.get("lastTimestamp") or e.get("eventTime") or "",
+                int(e["metadata"]["resourceVersion"]),
+            ),
+        )
 
     def wait_event(self, name: str, reason: str, timeout: float = 30) -> Json:
         return eventually(

@@ -34,7 +34,7 @@ def spec(**fields: Any) -> MailCampaignSpec:
 
 def test_the_wire_format_names_the_campaign_by_uid_and_keeps_its_place_by_creation() -> None:
     built = wire.build_wire(META, spec(listId="news.acme.example", priority=7), chunk_size=64)
-    assert (built.id, built.name, built.pool) == (META["uid"], "mail/winter", "bulk")
+    assert (built.id, built.name, built.pool) == (META["uid"], "mail/winter", "mail/bulk")
     assert built.created_ms == 1767323045000 and built.priority == 7 and built.chunk_size == 64
     assert built.list_id == "<news.acme.example>"  # the header's brackets; the CRD takes it without
     assert built.sender.address == "news@acme.example" and built.sender.name == "Acme"

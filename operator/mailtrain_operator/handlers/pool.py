@@ -30,6 +30,7 @@ TRACKS = PoolTracks()
 
 
 @kopf.index(GROUP, VERSION, POOLS)
+@framework.counts_reconcile_errors("SenderPool")
 def sender_pools(
     namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[Any, apply.PoolSnapshot]:
@@ -39,6 +40,7 @@ def sender_pools(
 @kopf.on.resume(GROUP, VERSION, POOLS)
 @kopf.on.create(GROUP, VERSION, POOLS)
 @kopf.on.update(GROUP, VERSION, POOLS)
+@framework.counts_reconcile_errors("SenderPool")
 async def reconcile_pool(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     pool = PoolRef.from_body(body)
     generation = int(body["metadata"]["generation"])
@@ -57,6 +59,7 @@ async def reconcile_pool(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, 
 
 
 @kopf.daemon(GROUP, VERSION, POOLS, cancellation_backoff=5, cancellation_timeout=10)
+@framework.counts_reconcile_errors("SenderPool")
 async def pool_status(stopped: kopf.DaemonStopped, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     pool = PoolRef.from_body(body)
     track = TRACKS.get(pool.uid)
@@ -79,6 +82,7 @@ async def pool_status(stopped: kopf.DaemonStopped, body: kopf.Body, logger: kopf
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={names.MANAGED_BY_LABEL: names.MANAGER})
+@framework.counts_reconcile_errors("SenderPool")
 async def sender_deployment_event(
     event: kopf.RawEvent,
     namespace: str | None,
