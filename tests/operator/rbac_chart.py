@@ -35,6 +35,7 @@ NEEDED: list[tuple[str, str, str]] = [
     ("create", "secrets", ""),  # the private Redis password Secret
     ("get", "endpointslices.discovery.k8s.io", ""),
     ("list", "endpointslices.discovery.k8s.io", ""),
+    ("list", "pods", ""),  # why a pool's pod cannot start, for its status
     ("create", "events", ""),
 ]
 # What it must not do in a namespace it watches.
@@ -44,7 +45,7 @@ FORBIDDEN: list[tuple[str, str, str]] = [
     *((verb, kind, "scale") for kind in (POOLS, CAMPAIGNS) for verb in ("get", "update", "patch")),
     ("update", CAMPAIGNS, "status"),
     ("update", "deployments.apps", ""),
-    *((verb, "pods", "") for verb in ("get", "list", "create", "delete")),
+    *((verb, "pods", "") for verb in ("get", "watch", "create", "delete")),  # list only: see NEEDED
     ("create", "serviceaccounts", "token"),
     ("create", "events.events.k8s.io", ""),
     ("create", "rolebindings.rbac.authorization.k8s.io", ""),
