@@ -75,6 +75,13 @@ def test_an_unreachable_redis_blocks_the_deletion_with_a_condition_until_it_is_b
     pool = f"{POOLS.format(ns=rig.namespace)}/default"
     dead = f"redis://{net.LOOPBACK}:{net.free_port()}/0"
     rig.controlplane.api.patch(pool, {"spec": {"redis": {"url": dead}}})
+    # Delete only once the operator uses the new URL: before, the deletion could still reach the old Redis.
+    rig.wait_status(
+        "stuck",
+        lambda s: any(c.get("reason") == "RedisUnavailable" for c in s.get("conditions", [])),
+        "the campaign sees its pool's Redis unreachable",
+        timeout=20,
+    )
     rig.delete_campaign("stuck")
     status = rig.wait_status(
         "stuck",
