@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis as AsyncRedis
 
 from mailtrain_operator.api import SenderPoolSpec
+from mailtrain_operator.pool_redis import redis_pool_name
 from mailtrain_operator.pools.builders import PoolRef, children
 from mailtrain_operator.settings import OperatorSettings
 from mailtrain_sender.publisher import Publisher
@@ -70,7 +71,9 @@ def test_a_missing_smtp_secret_is_a_condition_until_it_exists_then_mail_goes_out
     async def publish() -> None:
         client = AsyncRedis.from_url(redis_url)
         try:
-            await Publisher(client).publish(campaign_wire("hello", pool=f"{ns}/auth"), recipients("hello", 2))
+            await Publisher(client).publish(
+                campaign_wire("hello", pool=redis_pool_name(ns, "auth")), recipients("hello", 2)
+            )
         finally:
             await client.aclose()
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import redis
 
+from mailtrain_operator.pool_redis import redis_pool_name
 from mailtrain_operator.pools.status_loop import POOL_STATUS_INTERVAL
 from mailtrain_sender.layout import PoolKeys
 from tests.cluster.helpers import eventually
@@ -87,7 +88,7 @@ def test_a_pool_gets_its_children_ready_pods_and_a_status(
     assert (degraded["status"], degraded["reason"]) == ("False", "AsExpected")
     # Each sender joined the pool in Redis under its pod's name.
     with redis.Redis.from_url(redis_url) as client:
-        workers = {w.decode() for w in client.zrange(PoolKeys(f"{ns}/news").workers, 0, -1)}
+        workers = {w.decode() for w in client.zrange(PoolKeys(redis_pool_name(ns, "news")).workers, 0, -1)}
     assert workers == {p["metadata"]["name"] for p in pods(kube, ns, "news")}
 
     # Status is written only when it changes: over two status rounds, the pool sees no write at all.
@@ -179,7 +180,7 @@ def test_a_limit_change_reaches_running_senders_without_a_restart(
             "smtp": {"host": net.LOOPBACK, "port": smtp, "security": "none", "maxConnections": 7},
         },
     )
-    caps = PoolKeys(f"{ns}/limits").caps
+    caps = PoolKeys(redis_pool_name(ns, "limits")).caps
 
     def every_sender_has_cap_3() -> bool:
         with redis.Redis.from_url(redis_url) as client:

@@ -13,6 +13,7 @@ from pathlib import Path
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
+from mailtrain_operator.pool_redis import redis_pool_name
 from mailtrain_sender.layout import PoolKeys
 from mailtrain_sender.publisher import Publisher
 from tests.cluster.helpers import eventually
@@ -94,12 +95,14 @@ def test_a_redis_change_rolls_the_pods_and_a_url_secret_reaches_them(
         assert "url =" not in config and PASSWORD not in config
         with guarded.client() as client:
             client.auth(PASSWORD)
-            workers = {w.decode() for w in client.zrange(PoolKeys(f"{ns}/moving").workers, 0, -1)}
+            workers = {
+                w.decode() for w in client.zrange(PoolKeys(redis_pool_name(ns, "moving")).workers, 0, -1)
+            }
         assert {p["metadata"]["name"] for p in after} <= workers
         assert pool["status"]["activeCampaigns"] == 0
 
         # The operator reads the registry through the Secret's URL too.
-        _publish_one(f"redis://{net.LOOPBACK}:{guarded.port}/0", PASSWORD, f"{ns}/moving")
+        _publish_one(f"redis://{net.LOOPBACK}:{guarded.port}/0", PASSWORD, redis_pool_name(ns, "moving"))
         pool_when(
             kube,
             ns,
@@ -155,9 +158,11 @@ def test_a_private_redis_pool_runs_one_sender_beside_its_redis(
     with redis.Redis(host=address, port=6379, password=password, socket_timeout=5) as client:
         assert client.config_get("save") == {"save": ""}
         assert client.config_get("appendonly") == {"appendonly": "no"}
-        assert client.zrange(PoolKeys(f"{ns}/solo").workers, 0, -1) == [pod["metadata"]["name"].encode()]
+        assert client.zrange(PoolKeys(redis_pool_name(ns, "solo")).workers, 0, -1) == [
+            pod["metadata"]["name"].encode()
+        ]
 
-    _publish_one(f"redis://{address}:6379/0", password, f"{ns}/solo")
+    _publish_one(f"redis://{address}:6379/0", password, redis_pool_name(ns, "solo"))
     pool_when(
         kube,
         ns,

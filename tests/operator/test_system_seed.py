@@ -23,6 +23,7 @@ import pytest
 import redis
 import yaml
 
+from mailtrain_operator.pool_redis import redis_pool_name
 from mailtrain_sender.layout import PoolKeys
 from tests.cluster.helpers import eventually
 from tests.harness import net
@@ -193,7 +194,7 @@ def test_five_campaigns_on_three_processes_are_assigned_2_2_1_send_at_once_and_c
 
     names = [f"seed-{i}" for i in range(CAMPAIGNS)]
     recipients = 300
-    sampler = AssignmentSampler(redis_url, f"{ns}/seed").start()
+    sampler = AssignmentSampler(redis_url, redis_pool_name(ns, "seed")).start()
     applied_at = time.time()
     try:
         uids = _apply(controlplane, ns, names, recipients, tmp_path)
@@ -293,7 +294,7 @@ def test_a_sender_killed_mid_campaign_is_replaced_and_every_recipient_arrives(
     # Mid-campaign: a fifth of the mail is out.
     eventually(lambda: len(sink.messages()) >= CAMPAIGNS * recipients // 5, timeout=60, what="a fifth sent")
     with redis.Redis.from_url(redis_url) as client:
-        assign = client.hgetall(PoolKeys(f"{ns}/seed").assign)
+        assign = client.hgetall(PoolKeys(redis_pool_name(ns, "seed")).assign)
     assigned = {w.decode(): v.decode() for w, v in assign.items()}
     victim = next(p for p in pods(kube, ns, "seed") if assigned.get(p["metadata"]["name"]))
     name = victim["metadata"]["name"]
