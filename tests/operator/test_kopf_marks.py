@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.cluster.helpers import eventually
 from tests.harness.controlplane import ControlPlane
 from tests.harness.kubeapi import KubeApi
-from tests.operator.operator_processes import PROBE, STARTED, OperatorProcess, start_operator
+from tests.harness.operator_process import PROBE, STARTED, OperatorProcess
 
 PROBE_LABEL = "mailtrain.test/probe"
 FINALIZER = "mailtrain.dev/finalizer"
@@ -29,11 +29,9 @@ DIFF_BASE = "mailtrain.dev/last-handled-configuration"
 
 @pytest.fixture
 def probe_operator(controlplane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    operator = start_operator(
-        controlplane, tmp_path, "probe", program=PROBE, namespaces=namespace, standalone="true"
-    )
+    operator = OperatorProcess(controlplane, (namespace,), tmp_path, name="probe", program=PROBE)
     try:
-        operator.wait_for_log(STARTED, timeout=60)
+        operator.start().wait_for_log(STARTED, timeout=60)
         yield operator
     finally:
         operator.stop()

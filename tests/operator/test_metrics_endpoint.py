@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mailtrain_operator.metrics import METRICS
 from tests.harness import binaries, net
 from tests.harness.controlplane import ControlPlane
-from tests.operator.operator_processes import STARTED, start_operator
+from tests.harness.operator_process import STARTED, OperatorProcess
 
 # The list, by the names dashboards and alerts will use (counters without `_total`).
 REQUIRED = {
@@ -29,7 +29,7 @@ REQUIRED = {
 def test_a_scrape_returns_every_family_and_the_server_stops_on_sigterm(
     controlplane: ControlPlane, namespace: str, tmp_path: Path
 ) -> None:
-    operator = start_operator(controlplane, tmp_path, "metrics", namespaces=namespace, standalone="true")
+    operator = OperatorProcess(controlplane, (namespace,), tmp_path, name="metrics").start()
     try:
         operator.wait_for_log("serving /metrics on", timeout=60)
         exposition = operator.scrape()
@@ -52,7 +52,7 @@ def test_a_scrape_returns_every_family_and_the_server_stops_on_sigterm(
         )
         assert checked.returncode == 0, checked.stdout + checked.stderr
 
-        assert operator.terminate() == 0
+        assert operator.stop() == 0
     finally:
         operator.stop()
     log = operator.log_text()
@@ -68,14 +68,12 @@ def test_a_metrics_address_in_use_stops_the_operator_with_the_reason(
     with socket.socket() as taken:
         taken.bind((net.LOOPBACK, 0))
         taken.listen()
-        listen = f"{net.LOOPBACK}:{taken.getsockname()[1]}"
-        operator = start_operator(
-            controlplane, tmp_path, "taken", namespaces=namespace, standalone="true", metrics_listen=listen
-        )
+        port = taken.getsockname()[1]
+        operator = OperatorProcess(controlplane, (namespace,), tmp_path, name="taken", metrics_port=port)
         try:
-            code = operator.process.wait(timeout=60)
+            code = operator.launch().wait_exit(timeout=60)
         finally:
             operator.stop()
     assert code != 0
-    assert f"cannot serve /metrics on {listen}: Address already in use" in operator.log_text()
+    assert f"cannot serve /metrics on {net.LOOPBACK}:{port}: Address already in use" in operator.log_text()
     assert STARTED in operator.log_text()  # it got as far as that, and no further

@@ -27,7 +27,7 @@ from mailtrain_operator.settings import OperatorSettings
 from tests.cluster.helpers import eventually
 from tests.harness.controlplane import ControlPlane
 from tests.harness.kubeapi import Json, KubeApi
-from tests.operator.operator_processes import PROBE, RESUMED, OperatorProcess, start_operator
+from tests.harness.operator_process import PROBE, RESUMED, OperatorProcess
 
 PEERING = "mailtrain-operator"  # the default name
 LIFETIME = 10  # MAILTRAIN_OPERATOR_PEERING_LIFETIME: the shortest allowed
@@ -41,16 +41,17 @@ def replicas(
     started: list[OperatorProcess] = []
 
     def start(name: str) -> OperatorProcess:
-        replica = start_operator(
+        replica = OperatorProcess(
             kopf_peering_crds,
+            (namespace,),
             tmp_path,
-            name,
+            {"peering_lifetime": str(LIFETIME)},
+            name=name,
+            peering=PEERING,
             program=PROBE,
-            namespaces=namespace,
-            peering_lifetime=str(LIFETIME),
         )
         started.append(replica)
-        return replica
+        return replica.start()
 
     yield start
     for replica in started:
@@ -125,7 +126,7 @@ def test_one_replica_is_active_and_a_standby_takes_over_when_it_dies_or_stops(
     replicas("operator-c")
     eventually(lambda: "operator-c" in _peers(kube, namespace), timeout=60, what="c in the peering object")
     stopped = time.monotonic()
-    assert b.terminate() == 0
+    assert b.stop() == 0
     _create_probe(kube, namespace, "after-stop")
     eventually(
         lambda: _handled_by_only(kube, namespace, "after-stop", "operator-c"),

@@ -21,8 +21,8 @@ from tests.harness import net
 from tests.harness.controlplane import ControlPlane
 from tests.harness.kubeapi import Json
 from tests.harness.local_node import LocalNode
+from tests.harness.operator_process import RESUMED
 from tests.operator import examples
-from tests.operator.operator_processes import RESUMED
 from tests.operator.rbac_chart import (
     ALL_VERBS,
     CAMPAIGNS,
