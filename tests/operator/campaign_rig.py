@@ -8,11 +8,7 @@ senders itself, as processes it can kill and inspect, under the pool's name in R
 
 from __future__ import annotations
 
-import os
-import signal
 import ssl
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -25,78 +21,16 @@ from typing import Any
 import pytest
 
 from mailtrain_operator import pool_redis
-from mailtrain_operator.settings import ENV_PREFIX
 from tests.cluster.helpers import eventually
 from tests.harness import net
 from tests.harness.controlplane import ControlPlane
 from tests.harness.kubeapi import Json
+from tests.harness.operator_process import OperatorProcess
 from tests.harness.senders import SenderFleet, SenderProcess
 from tests.harness.smtp_sink import ReceivedMessage, RecordingSink
 
-OPERATOR = Path(sys.executable).parent / "mailtrain-operator"
 CAMPAIGNS = "/apis/mailtrain.dev/v1alpha1/namespaces/{ns}/mailcampaigns"
 POOLS = "/apis/mailtrain.dev/v1alpha1/namespaces/{ns}/senderpools"
-
-
-@dataclass
-class OperatorProcess:
-    """`mailtrain-operator` against the test apiserver, watching one namespace, standalone."""
-
-    controlplane: ControlPlane
-    namespace: str
-    root: Path
-    settings: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-    @property
-    def log(self) -> Path:
-        return self.root / "operator.log"
-
-    def start(self) -> OperatorProcess:
-        self.root.mkdir(parents=True, exist_ok=True)
-        port = net.free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-        env |= {
-            "KUBECONFIG": str(self.controlplane.kubeconfig),
-            "NO_PROXY": net.LOOPBACK,
-            f"{ENV_PREFIX}NAMESPACES": self.namespace,
-            f"{ENV_PREFIX}STANDALONE": "true",
-            f"{ENV_PREFIX}HEALTH_LISTEN": f"{net.LOOPBACK}:{port}",
-            f"{ENV_PREFIX}METRICS_LISTEN": f"{net.LOOPBACK}:{net.free_port()}",
-        }
-        env |= {ENV_PREFIX + key.upper(): value for key, value in self.settings.items()}
-        with self.log.open("ab") as out:
-            out.write(f"--- start {self.starts} ---\n".encode())
-            self.process = subprocess.Popen(
-                [str(OPERATOR)], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        self.starts += 1
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-        def healthy() -> bool:
-            try:
-                with opener.open(f"http://{net.LOOPBACK}:{port}/healthz", timeout=2) as response:
-                    return bool(response.status == 200)
-            except OSError:
-                return False
-
-        net.wait_until(healthy, what="operator /healthz", timeout=60, process=self.process, log=self.log)
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: the operator gets no chance to finish anything."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=30)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
 @dataclass
@@ -115,7 +49,7 @@ class CampaignRig:
         """Start the operator; settings are MAILTRAIN_OPERATOR_* without the prefix (progress_interval=1)."""
         found = OperatorProcess(
             self.controlplane,
-            self.namespace,
+            (self.namespace,),
             self.root / f"operator-{len(self.operators)}",
             {key: str(value) for key, value in settings.items()},
         )
