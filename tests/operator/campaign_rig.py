@@ -66,11 +66,13 @@ class CampaignRig:
         self.fleets.append(fleet)
         return fleet.start(count, **overrides)
 
-    def stop(self) -> None:
+    def stop(self) -> dict[Path, int | None]:
+        """Stops the senders, then every operator still running, as a pod's termination would; returns
+        the logs of those that did not exit cleanly, with their exit codes (a killed one is not asked)."""
         for fleet in self.fleets:
             fleet.stop_all()
-        for operator in self.operators:
-            operator.stop()
+        running = [operator for operator in self.operators if operator.running()]
+        return {operator.log: code for operator in running if (code := operator.stop()) != 0}
 
     # -- objects ---------------------------------------------------------------------------------------------
 
@@ -209,9 +211,12 @@ def rig(
     try:
         yield found
     finally:
-        found.stop()
+        unclean = found.stop()
         for operator in found.operators:
             assert "Traceback" not in operator.log_text(), operator.log_text()[-5000:]
+        assert not unclean, "\n".join(
+            f"{log}: exit {code}\n{net.log_tail(log)}" for log, code in unclean.items()
+        )
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
