@@ -46,21 +46,21 @@ def test_an_operator_killed_mid_publish_neither_loses_nor_duplicates(rig: Campai
             rows = recipients(f"k{round_}-")
             cut = rng.randrange(1, chunk_bytes(rows))
             proxy.budget, proxy.exhausted = cut, type(proxy.exhausted)()
-            first = rig.operator(chunk_size=CHUNK, progress_interval=1)
+            operator = rig.operator(chunk_size=CHUNK, progress_interval=1)
             uid = rig.create_campaign(name, recipients={"inline": rows})["metadata"]["uid"]
             assert proxy.exhausted.wait(30), "the publish never reached the cut"
             with redis.Redis.from_url(rig.redis_url) as client:
                 assert client.get(CampaignKeys(uid).state) is None, "the cut came after the publish"
                 written = client.hlen(CampaignKeys(uid).rcpt)
-            first.kill()
+            operator.kill()
             proxy.unlimit()
-            second = rig.operator(chunk_size=CHUNK, progress_interval=1)
+            operator.start()  # the same settings, ports and log, as a pod's container restarts
             rig.wait_phase(name, "Completed", timeout=60)
             copies = rig.received(uid)
             assert sorted(copies) == list(range(TOTAL)), f"{name}: recipients lost"
             assert set(copies.values()) == {1}, f"{name}: recipients sent twice"
             assert rig.status(name)["total"] == TOTAL
             print(f"round {round_}: cut at byte {cut}, {written} chunks in Redis at the kill")
-            second.stop()
+            assert operator.stop() == 0
     finally:
         proxy.stop()
