@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import pwd
-import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import kopf
 import pytest
 
 from mailtrain_operator import framework
-from mailtrain_operator.settings import ENV_PREFIX, OperatorSettings
+from mailtrain_operator.settings import OperatorSettings
 from tests.harness import net
 from tests.harness.controlplane import ControlPlane
-
-OPERATOR = Path(sys.executable).parent / "mailtrain-operator"
+from tests.harness.operator_process import STARTED, OperatorProcess
 
 
 def _configured(**ours: object) -> kopf.OperatorSettings:
@@ -96,41 +90,18 @@ def test_the_diff_base_keeps_large_values_as_digests_so_the_annotation_fits() ->
     assert storage.build(body=body) == essence
 
 
-def _healthy(port: int) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"http://{net.LOOPBACK}:{port}/healthz", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 def test_the_operator_runs_kopf_against_the_apiserver_and_stops_on_sigterm(
     controlplane: ControlPlane, namespace: str, tmp_path: Path
 ) -> None:
-    port = net.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    env |= {
-        "KUBECONFIG": str(controlplane.kubeconfig),
-        "NO_PROXY": net.LOOPBACK,
-        f"{ENV_PREFIX}NAMESPACES": namespace,
-        f"{ENV_PREFIX}STANDALONE": "true",
-        f"{ENV_PREFIX}HEALTH_LISTEN": f"{net.LOOPBACK}:{port}",
-        f"{ENV_PREFIX}METRICS_LISTEN": f"{net.LOOPBACK}:{net.free_port()}",
-    }
-    log = tmp_path / "operator.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([str(OPERATOR)], stdout=out, stderr=subprocess.STDOUT, env=env)
+    operator = OperatorProcess(controlplane, (namespace,), tmp_path)
     try:
-        # kopf serves /healthz only after the startup handlers succeeded.
-        net.wait_until(lambda: _healthy(port), what="operator /healthz", timeout=60, process=process, log=log)
-        started = f"mailtrain-operator started: watching {namespace}, standalone"
-        net.wait_until(lambda: started in log.read_text(), what="the startup log line", timeout=10, log=log)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0, net.log_tail(log)  # within a pod's default grace period
+        operator.start()  # /healthz: kopf serves it only after the startup handlers succeeded
+        operator.wait_for_log(f"{STARTED} {namespace}, standalone", timeout=10)
+        # Within a pod's default grace period.
+        assert operator.stop(timeout=30) == 0, net.log_tail(operator.log)
     finally:
-        net.stop_process(process)
-    assert "Traceback" not in log.read_text()
+        operator.stop()
+    assert "Traceback" not in operator.log_text()
 
 
 def test_the_identity_needs_no_password_database_entry(monkeypatch: pytest.MonkeyPatch) -> None:
