@@ -177,6 +177,8 @@ def test_the_rule_is_rendered_only_when_enabled_and_without_the_alerts_switched_
     names = set(alerts_of(partial))
     assert "MailtrainRelayDeferring" not in names and "MailtrainOperatorDown" not in names
     assert "MailtrainRelayUnreachable" in names and len(names) == len(CUSTOM) - 2
+    everything_off = {key: {"enabled": False} for key in CUSTOM}
+    assert prometheus_rules(tmp_path, {"prometheusRule": {"enabled": True}, "alerts": everything_off}) == []
 
 
 def schema_checked_chart(directory: Path) -> Path:
