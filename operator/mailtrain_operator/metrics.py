@@ -4,10 +4,14 @@ Where it sits: domain modules and handlers record into the one `METRICS` object;
 handler serves its registry with `serve` (every replica serves it, the standby too). Names follow
 Prometheus conventions (`_total` counters, base units) and start with `mailtrain_operator_`, so
 that alert rules can tell them from the sender's `mailtrain_sender_` series. Reconcile errors are
-counted by `framework.counts_reconcile_errors`, which every handler wears.
+counted by `framework.counts_reconcile_errors`, which every handler wears. The chart's alert rules
+(`templates/prometheusrule.yaml`) read these names. The per-pool and per-campaign gauges come from
+daemons, which run on the active replica only.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from aiohttp import web
 from prometheus_client import (
@@ -65,11 +69,43 @@ class OperatorMetrics:
             ["operation"],
             registry=r,
         )
+        # One series per pool and per Sending campaign, labelled as the senders label theirs
+        # (`<namespace>/<name>`, the names in Redis): alerts can join the two, and no label clashes
+        # with the `namespace` a scrape adds. A pool's series go when its status loop ends, a
+        # campaign's when it leaves Sending, so the count follows what exists, not what existed.
+        self.pool_desired_processes = Gauge(
+            "mailtrain_operator_pool_desired_processes",
+            "Sender processes each SenderPool should run (the replicas the operator gives its Deployment).",
+            ["pool"],
+            registry=r,
+        )
+        self.pool_ready_processes = Gauge(
+            "mailtrain_operator_pool_ready_processes",
+            "Sender processes of each SenderPool that are ready (its Deployment's readyReplicas).",
+            ["pool"],
+            registry=r,
+        )
+        self.campaign_last_progress = Gauge(
+            "mailtrain_operator_campaign_last_progress_timestamp_seconds",
+            "Unix time when each Sending campaign last made progress (its count of recipients done "
+            "changed), or began Sending, or was first seen by this operator process.",
+            ["campaign"],
+            registry=r,
+        )
         # Present at 0 from the start, so rate() and absent() work at once.
         for kind in KINDS:
             self.reconcile_errors.labels(kind)
         for outcome in RECIPIENT_OUTCOMES:
             self.recipients_loaded.labels(outcome)
+
+    def pool_processes(self, pool: str, *, desired: int, ready: int) -> None:
+        self.pool_desired_processes.labels(pool).set(desired)
+        self.pool_ready_processes.labels(pool).set(ready)
+
+    def forget_pool(self, pool: str) -> None:
+        for gauge in (self.pool_desired_processes, self.pool_ready_processes):
+            with contextlib.suppress(KeyError):
+                gauge.remove(pool)
 
 
 METRICS = OperatorMetrics()

@@ -6,7 +6,8 @@
     status.py       pure: the status from why a campaign waits, or from its Progress; Events
     lifecycle.py    CampaignDriver: one campaign's steps (publish, steer, harvest, write status)
     deletion.py     removing a campaign's Redis keys (the finalizer)
-    runtime.py      what the drivers share: Redis clients, wake-ups, locks, the phase census
+    runtime.py      what the drivers share: Redis clients, wake-ups, locks, the phase census, the
+                    progress clock
     redis_clients.py, objects.py   one Redis client per target; the status patch
 
 Nothing here imports kopf: handlers pass in the live body, the pool index, and how to post an

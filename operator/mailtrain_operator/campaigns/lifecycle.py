@@ -71,6 +71,7 @@ class CampaignDriver:
         self.uid: str = meta["uid"]
         self.namespace: str = meta["namespace"]
         self.name: str = meta["name"]
+        self.label = f"{self.namespace}/{self.name}"  # in metrics, as the senders name it
         self.written: MailCampaignStatus | None = None  # what this driver wrote last
         self.written_at = float("-inf")
         self.sample: tuple[int, float] | None = None  # (sent, monotonic time) for the rate
@@ -111,6 +112,9 @@ class CampaignDriver:
                 woken.cancel()
         finally:
             stop.cancel()
+            # Whatever ended the driver (finished, deleted, the operator paused or stopping), nobody
+            # in this process moves the campaign's clock any more: a series left behind would stall.
+            self.runtime.progress.forget(self.uid)
 
     def _ending(self, is_stopped: Callable[[], bool]) -> bool:
         return is_stopped() or self.body["metadata"].get("deletionTimestamp") is not None
@@ -149,6 +153,7 @@ class CampaignDriver:
     async def step(self) -> Next:
         current = self._current()
         self.runtime.census.record(self.uid, self.namespace, current.phase)
+        self.runtime.progress.observe(self.uid, self.label, current.phase)
         if status.is_finished(current):
             return Next(None, finished=True)
         try:
@@ -331,6 +336,8 @@ class CampaignDriver:
         )
         if progress.state == ACTIVE:
             self.sample = (progress.sent, at)
+        done = progress.sent + progress.failed + progress.invalid
+        self.runtime.progress.observe(self.uid, self.label, desired.phase, done)
         held_back = await self._write(current, desired)
         self.failures = 0
         if status.is_finished(desired):
@@ -357,6 +364,7 @@ class CampaignDriver:
             return 0.0  # deleted meanwhile: the driver ends at its next check
         self.written, self.written_at = desired, time.monotonic()
         self.runtime.census.record(self.uid, self.namespace, desired.phase)
+        self.runtime.progress.observe(self.uid, self.label, desired.phase)
         for note in status.transition_notes(current, desired):
             self.post(note)
         return 0.0

@@ -4,6 +4,7 @@ It runs for as long as the pool exists (a kopf daemon starts and stops it), ever
 seconds, and at once when woken: after a reconcile, and whenever the pool's Deployment changes, so
 readyReplicas follows the pods within about a second. It is the only writer of the pool's status.
 A failed read or write is logged and tried again at the next round; the loop itself never fails.
+Each round also sets the pool's desired and ready processes in the metrics; they go with the loop.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from urllib3.exceptions import HTTPError
 from mailtrain_operator import kube
 from mailtrain_operator.api import GROUP, VERSION, SenderPoolStatus
 from mailtrain_operator.conditions import DEGRADED, find
+from mailtrain_operator.metrics import METRICS
+from mailtrain_operator.pool_redis import redis_pool_name
 from mailtrain_operator.pools import builders, observe, status
 from mailtrain_operator.pools.apply import parse_spec
 from mailtrain_operator.pools.builders import PoolRef
@@ -85,6 +88,11 @@ async def refresh(
 ) -> SenderPoolStatus | None:
     """One round: the status as written (or as it was, when unchanged)."""
     observed = await observe_pool(pool, body.get("spec"), track)
+    METRICS.pool_processes(
+        redis_pool_name(pool.namespace, pool.name),
+        desired=observed.desired_replicas,
+        ready=_ready_replicas(observed.deployment),
+    )
     new = status.pool_status(pool.name, observed, previous, datetime.datetime.now(datetime.UTC))
     if new == previous:
         return previous
@@ -107,7 +115,24 @@ async def keep_status(
     interval: float = POOL_STATUS_INTERVAL,
 ) -> None:
     """Until `stopped()` (checked whenever the track wakes), or the pool is gone. `body` is kopf's live
-    view of the pool."""
+    view of the pool. The pool's process gauges end with the loop: on this replica nobody keeps them
+    true any more (the pool was deleted, or the replica stands by or stops)."""
+    try:
+        await _keep_status(pool, body, track, stopped=stopped, warn=warn, logger=logger, interval=interval)
+    finally:
+        METRICS.forget_pool(redis_pool_name(pool.namespace, pool.name))
+
+
+async def _keep_status(
+    pool: PoolRef,
+    body: Mapping[str, Any],
+    track: PoolTrack,
+    *,
+    stopped: Callable[[], bool],
+    warn: Warn,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    interval: float,
+) -> None:
     previous = _parse_status(body)
     failing = False
     while not stopped():
