@@ -76,7 +76,8 @@ def test_every_value_is_in_the_schema_and_every_object_refuses_unknown_keys() ->
 def test_every_value_in_values_yaml_has_a_comment() -> None:
     """Each value (a key with a value on its line) has a `##` comment right above it, but the keys
     inside a free-form map (a ResourceRequirements' cpu and memory, for one) and a probe's timings."""
-    uncommented, parents = [], []  # parents: (indentation, key) of the blocks the line is in
+    uncommented: list[str] = []
+    parents: list[tuple[int, str]] = []  # (indentation, key) of the blocks the line is in
     lines = (chart.CHART / "values.yaml").read_text().splitlines()
     for number, line in enumerate(lines):
         key, colon, value = line.strip().partition(":")
