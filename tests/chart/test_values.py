@@ -41,12 +41,14 @@ def _resolve(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def _leaves(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+def _leaves(values: dict[str, Any], prefix: str = "", probes_too: bool = False) -> list[tuple[str, Any]]:
+    """(dotted path, default) of every value; with probes_too, a probe's timings are one value."""
     found = []
     for key, value in values.items():
         path = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict) and value and key not in FREE_FORM:
-            found += _leaves(value, path)
+        whole_probe = probes_too and prefix == "probes"
+        if isinstance(value, dict) and value and key not in FREE_FORM and not whole_probe:
+            found += _leaves(value, path, probes_too)
         else:
             found.append((path, value))
     return found
@@ -92,6 +94,16 @@ def test_every_value_in_values_yaml_has_a_comment() -> None:
         if not free_form and not lines[number - 1].strip().startswith("##"):
             uncommented.append(f"line {number + 1}: {line.strip()}")
     assert uncommented == []
+
+
+def test_docs_chart_md_lists_every_value_with_its_default() -> None:
+    text = (chart.CHART.parents[1] / "docs" / "chart.md").read_text()
+    rows = {
+        line.split("|")[1].strip().strip("`"): line for line in text.splitlines() if line.startswith("| `")
+    }
+    for path, value in _leaves(defaults(), probes_too=True):
+        assert path in rows, f"{path} is not in docs/chart.md's values table"
+        assert f"`{json.dumps(value, separators=(', ', ': '))}`" in rows[path], path
 
 
 WRONG_VALUES = [
