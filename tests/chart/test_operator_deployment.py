@@ -1,6 +1,7 @@
 """The chart's operator Deployment, as rendered, runs on the local node: both replicas start under
 Pod Security "restricted" with the chart's ServiceAccount, projected token and probes, become Ready,
-and exactly one of them is the active operator; the metrics Service reaches both.
+and exactly one of them is the active operator; the metrics Service reaches both. So does the bundled
+Redis, without its volume.
 
 This applies the rendering with kubectl (not `helm install`): the objects are Helm's, the release
 machinery is not under test here.
@@ -8,15 +9,17 @@ machinery is not under test here.
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.chart import chart
-from tests.cluster.helpers import deployment_ready, eventually
+from tests.cluster.helpers import deployment_ready, eventually, ready_pod
 from tests.harness.controlplane import ControlPlane
 from tests.harness.kubeapi import Json
 from tests.harness.local_node import LocalNode
@@ -130,3 +133,47 @@ def test_the_rendered_operator_runs_two_replicas_on_the_node_and_one_is_active(
         return ready if len(ready) == 2 else []
 
     eventually(endpoints, timeout=30, what="two ready endpoints of the metrics Service")
+
+
+def test_the_bundled_redis_runs_on_the_node_with_its_password_and_an_append_only_file(
+    chart_crds: ControlPlane,
+    local_node: LocalNode,
+    restricted_namespaces: Callable[[], str],
+    tmp_path: Path,
+) -> None:
+    """Without a volume (the local node mounts no PersistentVolumeClaim): the StatefulSet's pod is Ready
+    under restricted Pod Security, answers only with the generated password, and appends every write."""
+    namespace = restricted_namespaces()
+    values = {"redis": {"enabled": True, "persistence": {"enabled": False}}}
+    documents = [
+        d
+        for d in chart.render(values, tmp_path, "rr", namespace)
+        if d["kind"] in ("Secret", "Service", "StatefulSet", "NetworkPolicy")
+    ]
+    manifest = "\n---\n".join(json.dumps(doc) for doc in documents)
+    result = chart_crds.kubectl("apply", "--server-side", "--field-manager=helm", "-f", "-", input=manifest)
+    assert "Warning" not in result.stderr, result.stderr
+    name = chart.one(documents, "StatefulSet")["metadata"]["name"]
+    try:
+        pod = eventually(
+            lambda: ready_pod(chart_crds.api, namespace, f"{name}-0"), timeout=60, what="the Redis pod ready"
+        )
+        secret = chart.one(documents, "Secret", name)
+        password = base64.b64decode(secret["data"]["password"]).decode()
+        address = pod["status"]["podIP"]
+        with redis.Redis(host=address, port=6379, password=password, socket_timeout=5) as client:
+            client.set("mt:probe", "1")
+            assert client.config_get("appendonly") == {"appendonly": "yes"}
+            assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        anonymous = redis.Redis(host=address, port=6379, socket_timeout=5)
+        with anonymous, pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+        log = local_node.container_log(namespace, f"{name}-0", "redis")
+        assert password not in log
+    finally:
+        chart_crds.kubectl("delete", "statefulset", name, "-n", namespace, "--wait=false")
+        eventually(
+            lambda: chart_crds.api.get(f"/api/v1/namespaces/{namespace}/pods/{name}-0") is None,
+            timeout=60,
+            what="the Redis pod gone",
+        )
