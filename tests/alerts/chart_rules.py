@@ -19,7 +19,7 @@ from mailtrain_sender.metrics import Metrics
 from tests.harness import binaries
 
 CHART = binaries.REPO_ROOT / "helm" / "mailtrain-operator"
-SCHEMA = CHART / "values.schema.alerts.json"
+SCHEMA = CHART / "values.schema.json"
 RUNBOOKS = binaries.REPO_ROOT / "docs" / "runbooks.md"
 UNIT_TESTS = Path(__file__).with_name("rules_test.yaml")
 # rules_test.yaml expects the release here (MailtrainOperatorDown's selector is the release's namespace).

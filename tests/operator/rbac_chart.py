@@ -61,12 +61,18 @@ def peering_rules(resource: str) -> tuple[list[tuple[str, str, str]], list[tuple
     return needed, [*forbidden, ("delete", f"{resource}/{PEERING}", "")]
 
 
+# The templates these tests install: the identity and its rules, not the operator's Deployment (which
+# would start operators in the test's namespace) nor the rest (tests/chart/ covers the whole chart).
+TEMPLATES = ("templates/serviceaccount.yaml", "templates/rbac.yaml")
+
+
 def render(release: str, namespace: str, directory: Path, **values: object) -> list[Json]:
     values_file = directory / f"{release}-values.json"
     values_file.write_text(json.dumps(values))
     env = {"HOME": str(directory), "PATH": "/usr/bin:/bin"}
     helm = binaries.controlplane_binary("helm")
     command = [str(helm), "template", release, str(CHART), "-n", namespace, "-f", str(values_file)]
+    command += [f"--show-only={template}" for template in TEMPLATES]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
