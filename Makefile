@@ -69,6 +69,10 @@ bench-sender: setup  ## Sender benchmark: one JSON line per figure, each against
 bench-recipients: venv system-packages  ## Recipients loader benchmark: 1,000,000 csv rows over HTTP, RSS, loop stalls, vs baselines
 	@$(PY) -m bench.bench_recipients $(BENCH_ARGS)
 
+.PHONY: bench-operator
+bench-operator: setup  ## Operator benchmark on the local cluster: 1,000,000 URL rows, 200 campaigns, apply to first message
+	@$(PY) -m bench.bench_operator $(BENCH_ARGS)
+
 .PHONY: soak
 soak: venv system-packages  ## Fault-injection soak of the sender pool: make soak [DURATION=1800] [SEED=n] [SOAK_ARGS=...]
 	@$(PY) -m tests.soak.run_soak --duration $(or $(DURATION),90) $(if $(SEED),--seed $(SEED)) $(SOAK_ARGS)

@@ -156,10 +156,11 @@ async def measure(kind: str, url: str, redis_url: str, freeze: bool) -> dict[str
     _reset_peak_rss()
     before = _status_kib("VmRSS")
     recipients = _held_list() if kind == "inline" else None
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     async with LoopMonitor() as monitor:
         count = await RUNS[kind](url, redis_url, recipients)
     seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     peak = _status_kib("VmHWM")
     await client.flushall()
     await client.aclose()
@@ -168,6 +169,7 @@ async def measure(kind: str, url: str, redis_url: str, freeze: bool) -> dict[str
         "freeze": freeze,
         "items": count,
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu, 2),  # the process's, its threads' too (the loop monitor's is idle)
         "rows_per_second": round(ROWS / seconds),
         "peak_rss_mib": round((peak - before) / 1024, 1),
         "worst_stall_cpu_ms": round(monitor.worst_cpu * 1000, 1),
