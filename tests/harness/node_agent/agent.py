@@ -223,7 +223,10 @@ async def _keep_hosts_files(files: HostsFiles, stale: asyncio.Event) -> None:
     while True:
         await stale.wait()
         stale.clear()
-        files.refresh()
+        try:
+            files.refresh()
+        except Exception:  # an object we did not expect: the next change tries again, the agent runs on
+            log.exception("rewriting the pods' hosts files")
 
 
 def _lock_root(root: Path) -> int:

@@ -22,7 +22,6 @@ old size, and written with one pwrite.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -175,11 +174,8 @@ class HostsFiles:
         self._pods[uid] = (path, pod)
         write_in_place(path, render(pod, self._records(), self._machine_hosts))
 
-    def forget(self, uid: str, remove: bool) -> None:
-        entry = self._pods.pop(uid, None)
-        if entry is not None and remove:
-            with contextlib.suppress(FileNotFoundError):
-                entry[0].unlink()
+    def forget(self, uid: str) -> None:
+        self._pods.pop(uid, None)
 
     def refresh(self) -> None:
         records = self._records()

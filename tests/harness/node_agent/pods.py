@@ -145,9 +145,10 @@ class PodWorker:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
             self.node.addresses.release(self.uid)
-            self.node.hosts_files.forget(self.uid, remove=self._deleting.is_set())
+            self.node.hosts_files.forget(self.uid)
             if self._deleting.is_set():
                 self.volumes.remove()
+                self._hosts_file.unlink(missing_ok=True)
                 for _uid, _name, cgroup in [c for c in self.node.cgroups.containers() if c[0] == self.uid]:
                     await asyncio.to_thread(self.node.cgroups.remove, cgroup)
 
