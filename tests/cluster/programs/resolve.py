@@ -4,8 +4,8 @@
 
 Each round prints the addresses getaddrinfo gives for every NAME ([] when it does not resolve), and
 whether a Redis PING through redis-py reached each HOST on port 6379 (redis-py resolves through
-getaddrinfo, as the sender and the operator do). The process never restarts, so a round that finds a new
-address proves the lookup read the changed /etc/hosts.
+getaddrinfo, as the sender and the operator do; a HOST that does not resolve is not tried). The process
+never restarts, so a round that finds a new address proves the lookup read the changed /etc/hosts.
 """
 
 import argparse
@@ -31,6 +31,8 @@ def addresses(name: str) -> list[str]:
 
 
 def ping(host: str) -> bool | str:
+    if not addresses(host):  # redis-py would retry, with back-off: a slow round, not a quick answer
+        return "does not resolve"
     try:
         with redis.Redis(host=host, port=6379, socket_timeout=1, socket_connect_timeout=1) as client:
             return bool(client.ping())
@@ -40,6 +42,7 @@ def ping(host: str) -> bool | str:
 
 while True:
     round_ = {
+        "time": time.time(),
         "pid": os.getpid(),
         "resolved": {name: addresses(name) for name in args.names},
         "pong": {host: ping(host) for host in args.ping},
