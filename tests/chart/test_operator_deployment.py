@@ -14,6 +14,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -22,7 +23,7 @@ from tests.chart import chart
 from tests.cluster.helpers import deployment_ready, eventually, ready_pod
 from tests.harness.controlplane import ControlPlane
 from tests.harness.kubeapi import Json
-from tests.harness.local_node import LocalNode
+from tests.harness.local_node import TEST_PYTHON_IMAGE, LocalNode
 from tests.harness.operator_process import RESUMED
 
 APPLIED_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
@@ -142,7 +143,8 @@ def test_the_bundled_redis_runs_on_the_node_with_its_password_and_an_append_only
     tmp_path: Path,
 ) -> None:
     """Without a volume (the local node mounts no PersistentVolumeClaim): the StatefulSet's pod is Ready
-    under restricted Pod Security, answers only with the generated password, and appends every write."""
+    under restricted Pod Security, answers only with the generated password, and appends every write.
+    A pod reaches it by the URL the chart gives pools, through the Service's name."""
     namespace = restricted_namespaces()
     values = {"redis": {"enabled": True, "persistence": {"enabled": False}}}
     documents = [
@@ -170,6 +172,9 @@ def test_the_bundled_redis_runs_on_the_node_with_its_password_and_an_append_only
             anonymous.ping()
         log = local_node.container_log(namespace, f"{name}-0", "redis")
         assert password not in log
+        url = base64.b64decode(chart.one(documents, "Secret", f"{name}-url")["data"]["url"]).decode()
+        assert urlsplit(url).hostname == f"{name}.{namespace}.svc"
+        assert _ping_from_a_pod(chart_crds, local_node, namespace, f"{name}-url") == "PONG"
     finally:
         chart_crds.kubectl("delete", "statefulset", name, "-n", namespace, "--wait=false")
         eventually(
@@ -177,3 +182,52 @@ def test_the_bundled_redis_runs_on_the_node_with_its_password_and_an_append_only
             timeout=60,
             what="the Redis pod gone",
         )
+
+
+# redis-py's asyncio client, as the sender and the operator make it (Redis.from_url): it resolves the
+# URL's host through getaddrinfo, so the node agent's /etc/hosts answers for cluster DNS.
+_PING = """
+import asyncio, os
+from redis.asyncio import Redis
+async def main():
+    async with Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=5) as client:
+        print("PONG" if await client.ping() else "no answer", flush=True)
+asyncio.run(main())
+"""
+
+
+def _ping_from_a_pod(plane: ControlPlane, node: LocalNode, namespace: str, url_secret: str) -> str:
+    """Runs a restricted pod with the URL Secret as MAILTRAIN_REDIS_URL's sender pods get it, labelled
+    as a sender so that the chart's NetworkPolicy would admit it; returns what it printed."""
+    restricted = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    url = {"secretKeyRef": {"name": url_secret, "key": "url"}}
+    container = {
+        "name": "ping",
+        "image": TEST_PYTHON_IMAGE,
+        "args": ["-c", _PING],
+        "env": [{"name": "REDIS_URL", "valueFrom": url}],
+        "securityContext": restricted,
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "ping", "labels": {"app.kubernetes.io/name": "mailtrain-sender"}},
+        "spec": {"containers": [container], "restartPolicy": "Never", "automountServiceAccountToken": False},
+    }
+    plane.api.create(f"/api/v1/namespaces/{namespace}/pods", pod)
+
+    def finished() -> str | None:
+        found = plane.api.get(f"/api/v1/namespaces/{namespace}/pods/ping") or {}
+        phase = (found.get("status") or {}).get("phase")
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    phase = eventually(finished, timeout=30, what="the ping pod finished")
+    output = node.container_log(namespace, "ping", "ping").strip()
+    assert phase == "Succeeded", output
+    return output

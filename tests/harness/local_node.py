@@ -51,6 +51,8 @@ class LocalNode:
         self.root = self.root.resolve()
         (self.root / "pki").mkdir(parents=True, exist_ok=True)
         kubeconfig = self.controlplane.kubeconfig_for(f"system:node:{self.name}", ("system:nodes",))
+        # The agent also does what CoreDNS and kube-proxy would (Service names), under kube-proxy's name.
+        proxy_kubeconfig = self.controlplane.kubeconfig_for("system:kube-proxy")
         cert, key = self.controlplane.ca.serving().write(self.root / "pki", "kubelet-serving")
         test_image = self.root / "test-image.toml"
         test_image.write_text(
@@ -67,6 +69,7 @@ class LocalNode:
             f"--serving-cert={cert}",
             f"--serving-key={key}",
             f"--client-ca={self.controlplane.pki / 'ca.crt'}",
+            f"--proxy-kubeconfig={proxy_kubeconfig}",
             *(f"--images={path}" for path in (test_image, *self.images)),
         ]
         with self.log.open("ab") as out:

@@ -6,6 +6,7 @@ plane sees is real: the Node and its Lease, pod status, Events, and TokenRequest
 tokens. It is a harness and development tool, not shipped in any image.
 
 Flow: `agent` watches the pods bound to the node and keeps one `pods.PodWorker` per pod; a worker prepares
-the pod (`network`, `volumes`), runs its containers (`containers`, `processes`, `probes`), and reports
-status (`status`) through `kube`. `node` registers the Node and renews its Lease.
+the pod (`network`, `volumes`, `hosts`), runs its containers (`containers`, `processes`, `probes`), and
+reports status (`status`) through `kube`. `node` registers the Node and renews its Lease. `services`
+watches Services and EndpointSlices for the Service names in every pod's /etc/hosts.
 """

@@ -37,6 +37,11 @@ def main() -> None:
     parser.add_argument("--serving-cert", type=Path, help="certificate for the log API (kubectl logs)")
     parser.add_argument("--serving-key", type=Path)
     parser.add_argument("--client-ca", type=Path, help="CA of the apiserver's kubelet client certificate")
+    parser.add_argument(
+        "--proxy-kubeconfig",
+        type=Path,
+        help="kube-proxy's identity (system:kube-proxy): Service names in the pods' /etc/hosts",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.stderr.write("the node agent runs as root: it mounts volumes and sets each container's user\n")
@@ -55,6 +60,7 @@ def main() -> None:
         images=ImageTable(images),
         version=_kube_version(),
         serving=serving,
+        proxy_kubeconfig=args.proxy_kubeconfig,
     )
     asyncio.run(NodeAgent(config).run())
 

@@ -25,6 +25,7 @@ import aiohttp
 
 from tests.harness.node_agent.cgroups import NodeCgroups
 from tests.harness.node_agent.events import EventRecorder
+from tests.harness.node_agent.hosts import HostsFiles
 from tests.harness.node_agent.images import ImageTable
 from tests.harness.node_agent.kube import KUBE_ERRORS, ApiError, KubeClient, credentials_from_kubeconfig
 from tests.harness.node_agent.log_server import ContainerLogs, LogServer, ServingIdentity
@@ -32,6 +33,7 @@ from tests.harness.node_agent.network import AddressPool
 from tests.harness.node_agent.node import NodeRegistration
 from tests.harness.node_agent.objects import ObjectCache
 from tests.harness.node_agent.pods import NodeServices, PodWorker
+from tests.harness.node_agent.services import ServiceDirectory
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ class AgentConfig:
     version: str
     serving: ServingIdentity | None = None
     stop_grace_cap: float = 10.0
+    # kube-proxy's identity, for the Services and EndpointSlices behind pods' Service names (services).
+    proxy_kubeconfig: Path | None = None
 
 
 class NodeAgent:
@@ -67,6 +71,14 @@ class NodeAgent:
         self.root.mkdir(parents=True, exist_ok=True)
         lock = _lock_root(self.root)
         kube = KubeClient(credentials_from_kubeconfig(self.config.kubeconfig, self.root / "pki"))
+        proxy_kube = None
+        if self.config.proxy_kubeconfig is not None:
+            proxy_kube = KubeClient(
+                credentials_from_kubeconfig(self.config.proxy_kubeconfig, self.root / "pki" / "proxy")
+            )
+        hosts_stale = asyncio.Event()
+        directory = ServiceDirectory(proxy_kube, hosts_stale.set)
+        hosts_files = HostsFiles(directory.records)
         addresses = AddressPool(self.root / "network.json")
         events = EventRecorder(kube, self.config.node_name)
         log_server = LogServer(self._container_logs)
@@ -93,12 +105,16 @@ class NodeAgent:
                     pods_dir=self.root / "pods",
                     logs_dir=self.root / "logs",
                     cgroups=self._cgroups,
+                    hosts_files=hosts_files,
+                    service_names_synced=directory.synced,
                 )
                 self._adoptable = self._scan_for_adoption()
                 log.info("node %s ready; pod addresses %s", self.config.node_name, addresses.cidr)
                 background = [
                     asyncio.create_task(registration.heartbeat()),
                     asyncio.create_task(self._watch()),
+                    asyncio.create_task(directory.run()),
+                    asyncio.create_task(_keep_hosts_files(hosts_files, hosts_stale)),
                 ]
                 await stop.wait()
                 for task in background:
@@ -109,6 +125,8 @@ class NodeAgent:
                 await events.drain()
                 await log_server.stop()
                 await kube.close()
+                if proxy_kube is not None:
+                    await proxy_kube.close()
                 addresses.close()
                 os.close(lock)
 
@@ -198,6 +216,17 @@ class NodeAgent:
         leftovers = await asyncio.to_thread(self._cgroups.destroy)
         if leftovers:
             log.warning("killed %d processes that outlived their containers: %s", len(leftovers), leftovers)
+
+
+async def _keep_hosts_files(files: HostsFiles, stale: asyncio.Event) -> None:
+    """Rewrites the pods' hosts files after Service changes; a burst of watch events makes one pass."""
+    while True:
+        await stale.wait()
+        stale.clear()
+        try:
+            files.refresh()
+        except Exception:  # an object we did not expect: the next change tries again, the agent runs on
+            log.exception("rewriting the pods' hosts files")
 
 
 def _lock_root(root: Path) -> int:

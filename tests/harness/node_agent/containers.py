@@ -22,6 +22,7 @@ import aiohttp
 from tests.harness.node_agent.cgroups import NodeCgroups
 from tests.harness.node_agent.environment import ConfigError, PodContext, container_env
 from tests.harness.node_agent.events import now_rfc3339
+from tests.harness.node_agent.hosts import pod_hostname
 from tests.harness.node_agent.images import ImageTable, LocalImage, container_argv
 from tests.harness.node_agent.kube import KUBE_ERRORS, KubeClient
 from tests.harness.node_agent.probes import ProbeLoop, ProbeTarget, run_probe
@@ -50,6 +51,7 @@ class ContainerRuntime:
     log_dir: Path
     cgroups: NodeCgroups
     restart_policy: str
+    hosts_file: Path | None = None  # the pod's /etc/hosts (see hosts)
 
 
 @dataclass(frozen=True)
@@ -194,8 +196,7 @@ class ContainerRunner:
         except KUBE_ERRORS as exc:
             self._wait("CreateContainerConfigError", f"reading the container's configuration: {exc}")
             return None
-        # The kubelet's rule: at most 63 characters, without a trailing dash or dot.
-        hostname = (ctx.pod["spec"].get("hostname") or ctx.pod["metadata"]["name"])[:63].rstrip("-.")
+        hostname = pod_hostname(ctx.pod)
         home = "/root" if identity.uid == 0 else "/"
         env = {**image.env, "HOSTNAME": hostname, "HOME": home, **env}
         argv = container_argv(image, self.spec, env)
@@ -216,8 +217,11 @@ class ContainerRunner:
 
     def _mounts(self, ctx: PodContext, env: dict[str, str]) -> list[Mount]:
         """The pod's volumes, and a private /tmp unless a volume is mounted there: an image's /tmp is its
-        own, and two pods must not meet in one (health files, sockets)."""
+        own, and two pods must not meet in one (health files, sockets). The pod's /etc/hosts, unless a
+        volume is mounted there (the kubelet's rule too)."""
         mounts = self.rt.volumes.mounts(ctx.pod, self.spec, env)
+        if self.rt.hosts_file is not None and not any(m.target.rstrip("/") == "/etc/hosts" for m in mounts):
+            mounts.append(Mount(self.rt.hosts_file, "/etc/hosts", read_only=False))
         if not any(m.target.rstrip("/") == "/tmp" for m in mounts):
             tmp = self.rt.scratch_dir / ".tmp" / self.name
             if not tmp.is_dir():

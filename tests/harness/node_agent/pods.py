@@ -21,6 +21,7 @@ from tests.harness.node_agent.cgroups import NodeCgroups
 from tests.harness.node_agent.containers import RETRY, ContainerRunner, ContainerRuntime
 from tests.harness.node_agent.environment import PodContext
 from tests.harness.node_agent.events import EventRecorder, now_rfc3339
+from tests.harness.node_agent.hosts import FILE_NAME, HostsFiles, PodHosts
 from tests.harness.node_agent.images import ImageTable
 from tests.harness.node_agent.kube import KUBE_ERRORS, STRATEGIC_MERGE_PATCH, ApiError, KubeClient
 from tests.harness.node_agent.log_server import ContainerLogs
@@ -51,6 +52,8 @@ class NodeServices:
     pods_dir: Path
     logs_dir: Path
     cgroups: NodeCgroups
+    hosts_files: HostsFiles
+    service_names_synced: asyncio.Event
 
 
 def _recorded(spec: dict[str, Any], recorded: list[dict[str, Any]]) -> ContainerStatus:
@@ -131,7 +134,7 @@ class PodWorker:
                     self.node.host_ip if host_network else self.node.addresses.allocate(self.uid, recorded_ip)
                 )
                 self._changed.set()
-                if await self._setup_volumes():
+                if await self._setup_volumes() and await self._setup_hosts():
                     refresher = asyncio.create_task(self._refresh_volumes())
                     await self._run_containers()
             if self._deleting.is_set():
@@ -142,8 +145,10 @@ class PodWorker:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
             self.node.addresses.release(self.uid)
+            self.node.hosts_files.forget(self.uid)
             if self._deleting.is_set():
                 self.volumes.remove()
+                self._hosts_file.unlink(missing_ok=True)
                 for _uid, _name, cgroup in [c for c in self.node.cgroups.containers() if c[0] == self.uid]:
                     await asyncio.to_thread(self.node.cgroups.remove, cgroup)
 
@@ -180,7 +185,27 @@ class PodWorker:
             log_dir=self._log_dir(),
             cgroups=self.node.cgroups,
             restart_policy=restart_policy,
+            hosts_file=self._hosts_file,
         )
+
+    @property
+    def _hosts_file(self) -> Path:
+        return self.node.pods_dir / self.uid / FILE_NAME
+
+    async def _setup_hosts(self) -> bool:
+        """The pod's /etc/hosts, once the Services have been read: a program that looks a Service up
+        as it starts must find it (the kubelet also waits for Services, for their variables). An
+        adopted container has the file mounted already, and must not lose those names either.
+        False: the pod was deleted while waiting."""
+        synced = asyncio.create_task(self.node.service_names_synced.wait())
+        deleting = asyncio.create_task(self._deleting.wait())
+        await asyncio.wait([synced, deleting], return_when=asyncio.FIRST_COMPLETED)
+        for task in (synced, deleting):
+            task.cancel()
+        if not self.node.service_names_synced.is_set():
+            return False
+        self.node.hosts_files.add(self.uid, self._hosts_file, PodHosts.of(self.pod, self.pod_ip))
+        return True
 
     async def _setup_volumes(self) -> bool:
         """Until every volume is there (False: the pod was deleted while waiting). Containers adopted
