@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from mailtrain_operator.api import parse_ranges
+from mailtrain_sender.layout import CampaignKeys
 from mailtrain_sender.publisher import from_ranges
 from tests.cluster.helpers import eventually
 from tests.harness.controlplane import ControlPlane
@@ -148,8 +149,12 @@ def test_a_redis_flush_mid_campaign_is_republished_and_only_unrecorded_chunks_go
         what="a checkpoint in every campaign's status",
     )
     checkpoints = {name: _checkpointed(campaign_status(kube, ns, name)) for name in names}
-    with redis.Redis.from_url(system.redis_url) as client:
-        client.flushall()
+    with redis.Redis.from_url(system.redis_url) as client, client.pipeline(transaction=True) as flush:
+        for uid in uids.values():  # the chunks leased at the moment of the flush, in the same MULTI
+            flush.hkeys(CampaignKeys(uid).owners)
+        flush.flushall()
+        *leased, _ = flush.execute()
+    held = {name: {int(c) for c in chunks} for name, chunks in zip(uids, leased, strict=True)}
     flushed_at = time.time()
     at_flush = copies(sink.messages(), uids)
     unfinished = [name for name in names if len(at_flush[name]) < recipients]
@@ -182,16 +187,22 @@ def test_a_redis_flush_mid_campaign_is_republished_and_only_unrecorded_chunks_go
         resent_chunks = {index // CHUNK for index in again[name]}
         # Only what the status had not recorded when Redis forgot it may go out again...
         assert not resent_chunks & checkpoints[name], (name, resent_chunks & checkpoints[name])
-        # ... and only whoever had been sent before the republish (or the flush, if there was none
-        # to see), not anyone the republished campaign sent.
+        # ... from chunks that had started by the republish (or the flush, if there was none to
+        # see), or that a sender held at the flush: a chunk's worth for each chunk started since
+        # the checkpoint was written.
         before = republished_at.get(name, flushed_at)
+        started = {i // CHUNK for i in delivered[name] if first_copy[uid, i] <= before} | held[name]
+        assert resent_chunks <= started - checkpoints[name], (name, resent_chunks - started)
+        # A sender that has not noticed the loss yet may go on with a chunk it held until its next
+        # lease renewal, while the republished chunk is claimed again: so a few recipients first
+        # sent after the republish may come twice too (counted, within the chunk bound above).
         late = [i for i in again[name] if first_copy[uid, i] > before]
-        assert not late, f"{name}: sent twice after the republish: {late}"
         duplicates += len(again[name])
         print(
             f"FIGURE {name}: {len(checkpoints[name])} of {recipients // CHUNK} chunks in the checkpoint "
-            f"at the flush, {len(at_flush[name])} recipients out; sent twice {len(again[name])} in "
-            f"{len(resent_chunks)} chunks"
+            f"at the flush, {len(held[name])} leased, {len(at_flush[name])} recipients out; sent twice "
+            f"{len(again[name])} in "
+            f"{len(resent_chunks)} chunks, {len(late)} of them first sent after the republish"
         )
     out = sum(len(c) for c in at_flush.values()) / total
     print(f"FIGURE flush at {out:.2f} of the mail: {duplicates} duplicates of {len(messages)} messages")
