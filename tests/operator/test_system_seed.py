@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import redis
-import yaml
 
 from mailtrain_operator.pool_redis import redis_pool_name
 from mailtrain_sender.layout import PoolKeys
@@ -31,9 +30,16 @@ from tests.harness.controlplane import ControlPlane
 from tests.harness.kubeapi import Json
 from tests.harness.local_node import LocalNode
 from tests.harness.operator_process import OperatorProcess
-from tests.harness.smtp_sink import ReceivedMessage, RecordingSink
-from tests.operator.campaign_rig import inline, origin
+from tests.harness.smtp_sink import RecordingSink
 from tests.operator.pool_support import create_pool, pods, ready_pool, sender_pool
+from tests.operator.system_support import (
+    apply_campaigns,
+    by_campaign,
+    gone,
+    origin,
+    sender_pid,
+    wait_complete,
+)
 
 CAMPAIGNS = 5
 PROCESSES = 3
@@ -82,25 +88,6 @@ class AssignmentSampler:
         return self.samples
 
 
-def _campaigns_yaml(names: list[str], recipients: int) -> str:
-    docs = [
-        {
-            "apiVersion": "mailtrain.dev/v1alpha1",
-            "kind": "MailCampaign",
-            "metadata": {"name": name},
-            "spec": {
-                "senderPool": "seed",
-                "from": {"address": "news@acme.example", "name": "Acme News"},
-                "subject": f"[{name}] Hello {{{{ name }}}}",
-                "text": f"Hello {{{{ name }}}}, this is {name}.\n",
-                "recipients": {"inline": inline(recipients, prefix=f"{name}-")},
-            },
-        }
-        for name in names
-    ]
-    return yaml.safe_dump_all(docs)
-
-
 def _seed_pool(kube_create: Callable[[Json], Json], sink: RecordingSink, redis_url: str) -> None:
     smtp = {
         "host": net.LOOPBACK,
@@ -112,42 +99,6 @@ def _seed_pool(kube_create: Callable[[Json], Json], sink: RecordingSink, redis_u
     kube_create(
         sender_pool("seed", sink.port, queue={"processes": PROCESSES}, redis={"url": redis_url}, smtp=smtp)
     )
-
-
-def _apply(
-    controlplane: ControlPlane, ns: str, names: list[str], recipients: int, tmp: Path
-) -> dict[str, str]:
-    """kubectl apply the campaigns; their uids (the campaigns' ids in Redis and in Message-IDs) by name."""
-    manifest = tmp / "campaigns.yaml"
-    manifest.write_text(_campaigns_yaml(names, recipients))
-    controlplane.kubectl("apply", "-n", ns, "-f", str(manifest))
-    base = f"/apis/mailtrain.dev/v1alpha1/namespaces/{ns}/mailcampaigns"
-    uids = {}
-    for name in names:
-        found = controlplane.api.get(f"{base}/{name}")
-        assert found is not None
-        uids[name] = found["metadata"]["uid"]
-    return uids
-
-
-def _wait_complete(controlplane: ControlPlane, ns: str, names: list[str]) -> None:
-    for name in names:
-        controlplane.kubectl(
-            "wait", "-n", ns, "--for=condition=Complete", f"mailcampaign/{name}", "--timeout=50s"
-        )
-        phase = controlplane.kubectl(
-            "get", "-n", ns, f"mailcampaign/{name}", "-o", "jsonpath={.status.phase}"
-        )
-        assert phase.stdout == "Completed", (name, phase.stdout)
-
-
-def _by_campaign(messages: list[ReceivedMessage]) -> dict[str, list[ReceivedMessage]]:
-    found: dict[str, list[ReceivedMessage]] = defaultdict(list)
-    for message in messages:
-        found[origin(message)[0]].append(message)
-    for delivered in found.values():
-        delivered.sort(key=lambda m: m.received_at)
-    return found
 
 
 def _moves(
@@ -197,8 +148,8 @@ def test_five_campaigns_on_three_processes_are_assigned_2_2_1_send_at_once_and_c
     sampler = AssignmentSampler(redis_url, redis_pool_name(ns, "seed")).start()
     applied_at = time.time()
     try:
-        uids = _apply(controlplane, ns, names, recipients, tmp_path)
-        _wait_complete(controlplane, ns, names)
+        uids = apply_campaigns(controlplane, ns, "seed", names, recipients, tmp_path)
+        wait_complete(controlplane, ns, names)
     finally:
         samples = sampler.stop()
     done_at = time.time()
@@ -206,7 +157,7 @@ def test_five_campaigns_on_three_processes_are_assigned_2_2_1_send_at_once_and_c
 
     # (3) every recipient reached the sink exactly once, from one of the pool's processes.
     messages = sink.messages()
-    delivered = _by_campaign(messages)
+    delivered = by_campaign(messages)
     assert set(delivered) == set(by_uid), set(delivered) ^ set(by_uid)
     for uid, got in delivered.items():
         counts = Counter(origin(m)[1] for m in got)
@@ -256,21 +207,6 @@ def test_five_campaigns_on_three_processes_are_assigned_2_2_1_send_at_once_and_c
     assert "Traceback" not in operator.log_text()
 
 
-def _sender_pid(node: LocalNode, pod: Json) -> int:
-    return node.container_pids()[(pod["metadata"]["uid"], "sender")]
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:  # a zombie has ended, whether or not its parent has reaped it yet
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(") ")[2].startswith("Z")
-    except FileNotFoundError:
-        return True
-
-
 @pytest.mark.parametrize("how", ["sigkill", "force-delete"])
 def test_a_sender_killed_mid_campaign_is_replaced_and_every_recipient_arrives(
     how: str,
@@ -289,7 +225,7 @@ def test_a_sender_killed_mid_campaign_is_replaced_and_every_recipient_arrives(
 
     names = [f"{how}-{i}" for i in range(CAMPAIGNS)]  # campaigns outlive the module's pools
     recipients = 300
-    uids = _apply(controlplane, ns, names, recipients, tmp_path)
+    uids = apply_campaigns(controlplane, ns, "seed", names, recipients, tmp_path)
     by_uid = {uid: name for name, uid in uids.items()}
     # Mid-campaign: a fifth of the mail is out.
     eventually(lambda: len(sink.messages()) >= CAMPAIGNS * recipients // 5, timeout=60, what="a fifth sent")
@@ -298,14 +234,14 @@ def test_a_sender_killed_mid_campaign_is_replaced_and_every_recipient_arrives(
     assigned = {w.decode(): v.decode() for w, v in assign.items()}
     victim = next(p for p in pods(kube, ns, "seed") if assigned.get(p["metadata"]["name"]))
     name = victim["metadata"]["name"]
-    pid = _sender_pid(local_node, victim)
+    pid = sender_pid(local_node, victim)
     held = sorted(by_uid[c] for c in assigned[name].split(","))
     kill_started = time.time()
     if how == "sigkill":
         os.kill(pid, signal.SIGKILL)
     else:
         controlplane.kubectl("delete", "pod", "-n", ns, name, "--grace-period=0", "--force")
-    eventually(lambda: _gone(pid), timeout=30, what=f"{name}'s sender process ended", interval=0.01)
+    eventually(lambda: gone(pid), timeout=30, what=f"{name}'s sender process ended", interval=0.01)
     killed_at = time.time()
     print(
         f"\nFIGURE {how}: {name} (holding {held}) ended {killed_at - kill_started:.3f} s after the kill began"
@@ -323,10 +259,10 @@ def test_a_sender_killed_mid_campaign_is_replaced_and_every_recipient_arrives(
     replaced = {p["metadata"]["name"] for p in pods(kube, ns, "seed")}
     assert (name in replaced) == (how == "sigkill"), replaced
     print(f"FIGURE the pool had {PROCESSES} ready processes again {time.time() - killed_at:.2f} s later")
-    _wait_complete(controlplane, ns, names)
+    wait_complete(controlplane, ns, names)
 
     messages = sink.messages()
-    delivered = _by_campaign(messages)
+    delivered = by_campaign(messages)
     duplicates = 0
     for campaign, got in delivered.items():
         counts = Counter(origin(m)[1] for m in got)
