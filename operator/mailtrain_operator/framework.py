@@ -43,6 +43,7 @@ COMPONENT = "mailtrain-operator"
 # about a hundred values (50 headers and a few fields), so the annotation stays far below 256 KiB.
 DIGEST_ABOVE = 1024
 _MEMO_KEY = "operator_settings"
+_IDENTITY_KEY = "peering_identity"
 # Peering priorities count down from 2**53 microseconds after 1970 (the year 2255): below 2**53 a
 # priority is an exact integer for every JSON reader of the peering object, kubectl's included.
 _PRIORITY_HORIZON_US = 2**53
@@ -162,6 +163,13 @@ def counts_reconcile_errors(kind: str) -> Callable[[Handler], Handler]:
     return decorate
 
 
+def operator_identity(memo: kopf.Memo) -> str:
+    """This replica's identity among its peers, the one `run` gave kopf."""
+    found = memo[_IDENTITY_KEY]
+    assert isinstance(found, str)
+    return found
+
+
 def operator_settings(memo: kopf.Memo) -> OperatorSettings:
     """Our settings, as `run` put them into kopf's memo (every handler gets a copy of it)."""
     settings = memo[_MEMO_KEY]
@@ -207,10 +215,11 @@ def run(settings: OperatorSettings) -> None:
     """Run kopf until SIGTERM or SIGINT, with the handlers of the `handlers` package."""
     from mailtrain_operator import handlers  # noqa: F401
 
+    me = identity()
     kopf.run(
         clusterwide=settings.clusterwide,
         namespaces=settings.namespaces,
         liveness_endpoint=f"http://{settings.health_listen}/healthz",
-        memo=kopf.Memo({_MEMO_KEY: settings}),
-        identity=cast(Any, identity()),  # kopf's Identity is a NewType of str it does not export
+        memo=kopf.Memo({_MEMO_KEY: settings, _IDENTITY_KEY: me}),
+        identity=cast(Any, me),  # kopf's Identity is a NewType of str it does not export
     )

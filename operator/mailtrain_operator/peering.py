@@ -6,6 +6,12 @@ watches every namespace, else a `KopfPeering` in each watched namespace, all nam
 a missing object would leave every replica paused, silently, for good. So the startup handler
 creates each one (RBAC: `create` on the kind, `get` on that name).
 
+kopf resumes a replica as soon as its first look at the peering object shows no live peer above it,
+so two replicas started together could both be active for a moment (seen: 8 ms, both resumed).
+`announce` closes that window: each replica writes its own keep-alive (kopf's format) before kopf
+looks, then waits `ANNOUNCE_SETTLE`. A replica with a higher priority is thus in the object for that
+long before it can resume, and every peer watching pauses in favour of it first.
+
 The CustomResourceDefinitions of both kinds are the chart's
 (`helm/mailtrain-operator/crds/kopf-peering.yaml`): without them the operator stops at start,
 with the reason.
@@ -13,6 +19,8 @@ with the reason.
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 from typing import Any
 
 from kubernetes import client
@@ -25,6 +33,8 @@ GROUP = "kopf.dev"
 VERSION = "v1"
 CLUSTER_PLURAL = "clusterkopfpeerings"
 NAMESPACED_PLURAL = "kopfpeerings"
+# Longer than a watch event takes to reach the other replicas, so that they see this one first.
+ANNOUNCE_SETTLE = 2.0
 
 
 _RBAC = "grant the chart's RBAC rules (helm/mailtrain-operator/templates/rbac.yaml) to the operator"
@@ -85,3 +95,31 @@ async def ensure_objects(settings: OperatorSettings) -> list[str]:
         if await _ensure(api, settings.peering_name, namespace):
             created.append(f"{_where(namespace)} {settings.peering_name!r}")
     return created
+
+
+def _path(name: str, namespace: str | None) -> str:
+    if namespace is None:
+        return f"/apis/{GROUP}/{VERSION}/{CLUSTER_PLURAL}/{name}"
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{NAMESPACED_PLURAL}/{name}"
+
+
+def keepalive_entry(priority: int, lifetime: int, now: datetime.datetime | None = None) -> dict[str, Any]:
+    """This replica's entry in a peering object's status, as kopf writes it (kopf's `Peer.as_dict`)."""
+    seen = now or datetime.datetime.now(datetime.UTC)
+    return {"priority": priority, "lifetime": lifetime, "lastseen": seen.isoformat()}
+
+
+async def announce(
+    settings: OperatorSettings, identity: str, priority: int, settle: float = ANNOUNCE_SETTLE
+) -> None:
+    """Writes this replica's keep-alive into its peering objects, then waits `settle` seconds before
+    kopf takes its first look (the module's docstring says why). kopf's own keep-alives take over."""
+    if settings.standalone:
+        return
+    entry = keepalive_entry(priority, settings.peering_lifetime)
+    for namespace in settings.namespaces or (None,):
+        patch = {"status": {identity: entry}}
+        await kube.request(
+            "PATCH", _path(settings.peering_name, namespace), patch, content_type=kube.MERGE_PATCH
+        )
+    await asyncio.sleep(settle)

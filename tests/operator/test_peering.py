@@ -12,6 +12,8 @@ checked the same way: by the object each replica touched.
 
 from __future__ import annotations
 
+import datetime
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -62,6 +64,20 @@ def _peers(kube: KubeApi, namespace: str) -> dict[str, Any]:
     """The live replicas kopf has recorded in the peering object: identity -> priority, lifetime, ..."""
     found = kube.get(f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{PEERING}") or {}
     return dict(found.get("status") or {})
+
+
+PAUSED = "Pausing operations in favour of"
+_STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+
+
+def _logged_at(log: str, text: str) -> list[datetime.datetime]:
+    """When each line holding `text` was logged (kopf's log stamps, in milliseconds)."""
+    found = []
+    for line in log.splitlines():
+        stamp = _STAMP.match(line)
+        if stamp and text in line:
+            found.append(datetime.datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f"))
+    return found
 
 
 def _create_probe(kube: KubeApi, namespace: str, name: str) -> None:
@@ -137,6 +153,51 @@ def test_one_replica_is_active_and_a_standby_takes_over_when_it_dies_or_stops(
     print(f"handover after SIGTERM: {handover:.1f} s")
     assert handover < LIFETIME / 2  # not the expiry of b's entry: it was removed
     assert set(_peers(kube, namespace)) == {"operator-c"}
+
+
+def test_replicas_started_together_never_are_both_active(
+    kopf_peering_crds: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """Launched in the same instant, each replica's first look at the peering object could show only
+    itself, and kopf would resume both; each announces itself and waits first (peering.announce)."""
+    kube = kopf_peering_crds.api
+    settings = {"peering_lifetime": str(LIFETIME)}
+    names = ("together-a", "together-b")
+    pair = [
+        OperatorProcess(
+            kopf_peering_crds, (namespace,), tmp_path, settings, name=n, peering=PEERING, program=PROBE
+        )
+        for n in names
+    ]
+    try:
+        for replica in pair:
+            replica.launch()
+        eventually(lambda: set(_peers(kube, namespace)) == set(names), timeout=60, what="both announced")
+        eventually(
+            lambda: any(RESUMED in replica.log_text() for replica in pair),
+            timeout=60,
+            what="one active replica",
+        )
+        _create_probe(kube, namespace, "started-together")
+        eventually(
+            lambda: len(_handled_by(kube, namespace, "started-together")) > 0,
+            timeout=30,
+            what="the probe handled",
+        )
+        peers = _peers(kube, namespace)
+        senior, junior = sorted(pair, key=lambda r: peers[r.name]["priority"], reverse=True)
+        assert _handled_by(kube, namespace, "started-together") == {senior.name}
+        resumed = _logged_at(senior.log_text(), RESUMED)
+        assert resumed, "the senior replica never became active"
+        # Never both active, not even for a moment: the junior resumes only if it looked before the
+        # senior announced itself (a slow start), and then it paused before the senior resumed.
+        junior_log = junior.log_text()
+        if RESUMED in junior_log:
+            paused = _logged_at(junior_log, PAUSED)
+            assert paused and paused[-1] < resumed[0], junior_log
+    finally:
+        for replica in pair:
+            replica.stop()
 
 
 @pytest.fixture

@@ -35,14 +35,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
 
 
 @kopf.on.startup()
-async def create_peering_objects(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def create_peering_objects(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    ours = framework.operator_settings(memo)
     try:
-        created = await peering.ensure_objects(framework.operator_settings(memo))
+        created = await peering.ensure_objects(ours)
     except peering.PeeringUnavailable as exc:
         # Retrying cannot install a CRD or grant a permission: stop, and say why.
         raise kopf.PermanentError(str(exc)) from None
     for what in created:
         logger.info("created the peering object: %s", what)
+    # After `configure`, which set the priority (kopf runs startup handlers in order).
+    await peering.announce(ours, framework.operator_identity(memo), settings.peering.priority)
 
 
 @kopf.on.startup()
