@@ -175,6 +175,10 @@ class Publisher:
         """
         return await self.publish(campaign, recipients, completed_chunks=completed_chunks, carried=carried)
 
+    async def register_if_missing(self, campaign: CampaignWire) -> None:
+        """Puts an active campaign back in its pool's registry if it is not there (one ZADD NX)."""
+        await self._register(campaign, only_if_missing=True)
+
     async def _register(self, campaign: CampaignWire, *, only_if_missing: bool = False) -> None:
         score = registry_score(campaign.priority, campaign.created_ms)
         await self.client.zadd(PoolKeys(campaign.pool).registry, {campaign.id: score}, nx=only_if_missing)

@@ -34,12 +34,19 @@ from mailtrain_operator.campaigns.sources import SourceError, open_source
 from mailtrain_operator.campaigns.status import Note, Waiting
 from mailtrain_operator.metrics import METRICS
 from mailtrain_operator.pool_redis import PoolRedisUnavailable, RedisTarget, resolve
+from mailtrain_sender.config import WorkerSection
 from mailtrain_sender.layout import ACTIVE, MISSING, PAUSED
 from mailtrain_sender.publisher import Progress, Publisher
 
 # Seconds. A missing pool is noticed at once through the SenderPool watch; this is the fallback.
 POOL_RECHECK = 30.0
 BACKOFF = (1.0, 60.0)  # first and longest wait after a failure; doubled each time
+# After a campaign's keys vanish, a sender that held a chunk goes on sending it from memory until its
+# lease runs out (it checks the lease's deadline before every MAIL FROM, and cannot renew a lease Redis
+# forgot). Republishing only once every such lease has run out, plus the longest transaction we
+# allow for, means no chunk is ever sent by an old holder and a new claimant at once: what goes out
+# twice was sent before the loss. The operator writes no leaseTtl, so senders use the default.
+REPUBLISH_AFTER = float(WorkerSection.model_fields["lease_ttl"].default) + 5.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,7 @@ class CampaignDriver:
         self.failures = 0
         self.last_error = ""
         self.resolved: tuple[str, RedisTarget] | None = None  # (the pool's spec, its Redis)
+        self.missing_since: float | None = None  # monotonic time this driver found the keys gone
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -257,10 +265,16 @@ class CampaignDriver:
             with METRICS.harvest_seconds.time():
                 progress = await publisher.progress(self.uid)
             if progress.state == MISSING:
+                wait = self._until_republish()
+                if wait > 0:
+                    return Next(wait)
                 republished = await self._republish(spec, current, publisher)
                 if republished is not None:
                     return republished
+                self.missing_since = None
                 progress = await publisher.progress(self.uid)
+            else:
+                self.missing_since = None
             progress = await self._apply(spec, progress, publisher)
         except RedisError as exc:
             waiting = self._redis_down(spec, exc, "progress")
@@ -272,6 +286,19 @@ class CampaignDriver:
         desired = status.problem_status(current, reason, message, generation=self._generation, now=_now())
         await self._write(current, desired)
         return Next(after)
+
+    def _until_republish(self) -> float:
+        """Seconds until the keys have been gone for REPUBLISH_AFTER (counted from this driver's first
+        sight of the loss: an operator restart counts again, which only waits longer)."""
+        now = time.monotonic()
+        if self.missing_since is None:
+            self.missing_since = now
+            self.logger.warning(
+                "the campaign's keys vanished from Redis: publishing it again from the checkpoint in "
+                "%.0f s, once every lease a sender held has run out",
+                REPUBLISH_AFTER,
+            )
+        return self.missing_since + REPUBLISH_AFTER - now
 
     async def _republish(
         self, spec: MailCampaignSpec, current: MailCampaignStatus, publisher: Publisher
@@ -313,6 +340,11 @@ class CampaignDriver:
         wanted = (spec.suspend, spec.priority)
         mismatch = (progress.state == ACTIVE) == spec.suspend
         if self.applied == wanted and not mismatch:
+            if progress.state == ACTIVE:
+                # A sender that found the keys gone takes the campaign out of the pool's registry; if
+                # that lands after a republish put it back, no sender would claim it again. So every
+                # step puts an active campaign back (an entry that is there keeps its place in line).
+                await publisher.register_if_missing(steer)
             return progress
         if spec.suspend:
             await publisher.pause(steer)
