@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -39,7 +40,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _names(api: client.CustomObjectsApi, namespace: str, selector: str) -> list[str]:
-    listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, label_selector=selector)
+    listed = cast(
+        "dict[str, Any]",
+        api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, label_selector=selector),
+    )
     return [item["metadata"]["name"] for item in listed["items"]]
 
 

@@ -24,6 +24,7 @@ from tests.harness.kubeapi import Json
 from tests.harness.local_node import LocalNode
 
 INSTANCE = "app.kubernetes.io/instance"
+OPERATOR_SELECTOR = "app.kubernetes.io/component=operator"
 # Left in a namespace by anyone, not by a release: each namespace's own, and the Events.
 NAMESPACE_OWN = {("ConfigMap", "kube-root-ca.crt"), ("ServiceAccount", "default")}
 

@@ -44,15 +44,12 @@ def _operator_logs(plane: ControlPlane, node: LocalNode, namespace: str) -> dict
 
 def _one_active(plane: ControlPlane, node: LocalNode, namespace: str) -> None:
     """Exactly one replica resumed operations, and no replica was refused anything."""
-    logs = eventually(
-        lambda: (
-            (found := _operator_logs(plane, node, namespace))
-            and any(RESUMED in log for log in found.values())
-            and found
-        ),
-        timeout=60,
-        what="one operator replica active",
-    )
+
+    def active() -> dict[str, str] | None:
+        found = _operator_logs(plane, node, namespace)
+        return found if any(RESUMED in log for log in found.values()) else None
+
+    logs = eventually(active, timeout=60, what="one operator replica active")
     assert sum(RESUMED in log for log in logs.values()) == 1, logs
     for pod, log in logs.items():
         refused = REFUSAL.search(log)

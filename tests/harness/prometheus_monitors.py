@@ -14,9 +14,12 @@ label also sets is kept as `exported_<label>`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 Json = dict[str, Any]
+# (role, namespaces or None for all) -> the discovery part of a scrape config.
+Discovery = Callable[[str, list[str] | None], Json]
 
 _ENDPOINT_FIELDS = {"port", "path", "interval", "scrapeTimeout"}
 _SPEC_FIELDS = {"selector", "namespaceSelector", "endpoints", "podMetricsEndpoints"}
@@ -28,9 +31,20 @@ def sanitize(name: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_]", "_", name)
 
 
-def scrape_configs(monitors: list[Json], sd: Json) -> list[Json]:
-    """One scrape config per endpoint of each monitor. `sd` is what each kubernetes_sd_configs entry
-    needs besides role and namespaces (e.g. {"kubeconfig_file": ...})."""
+def kubernetes_sd(options: Json) -> Discovery:
+    """kubernetes_sd_configs, with e.g. {"kubeconfig_file": ...} in each entry."""
+
+    def discovery(role: str, namespaces: list[str] | None) -> Json:
+        entry = {"role": role, **options}
+        if namespaces is not None:
+            entry["namespaces"] = {"names": namespaces}
+        return {"kubernetes_sd_configs": [entry]}
+
+    return discovery
+
+
+def scrape_configs(monitors: list[Json], sd: Discovery) -> list[Json]:
+    """One scrape config per endpoint of each monitor, finding targets through `sd`."""
     configs = []
     for monitor in monitors:
         spec = monitor["spec"]
@@ -49,17 +63,15 @@ def scrape_configs(monitors: list[Json], sd: Json) -> list[Json]:
     return configs
 
 
-def _common(monitor: Json, endpoint: Json, job: str, role: str, sd: Json) -> Json:
+def _common(monitor: Json, endpoint: Json, job: str, role: str, sd: Discovery) -> Json:
     meta, spec = monitor["metadata"], monitor["spec"]
     namespaces = spec.get("namespaceSelector") or {}
-    sd_config = {"role": role, **sd}
-    if not namespaces.get("any"):
-        sd_config["namespaces"] = {"names": namespaces.get("matchNames") or [meta["namespace"]]}
+    names = None if namespaces.get("any") else namespaces.get("matchNames") or [meta["namespace"]]
     config: Json = {
         "job_name": f"{job}/{meta['namespace']}/{meta['name']}/0",
         "honor_labels": False,
         "honor_timestamps": True,
-        "kubernetes_sd_configs": [sd_config],
+        **sd(role, names),
     }
     for key, name in (("interval", "scrape_interval"), ("scrapeTimeout", "scrape_timeout")):
         if key in endpoint:
@@ -116,7 +128,7 @@ _RUNNING_ONLY = {
 }
 
 
-def _pod_monitor(monitor: Json, endpoint: Json, index: int, sd: Json) -> Json:
+def _pod_monitor(monitor: Json, endpoint: Json, index: int, sd: Discovery) -> Json:
     meta, spec = monitor["metadata"], monitor["spec"]
     config = _common(monitor, endpoint, "podMonitor", "pod", sd)
     config["job_name"] = f"podMonitor/{meta['namespace']}/{meta['name']}/{index}"
@@ -137,7 +149,7 @@ def _pod_monitor(monitor: Json, endpoint: Json, index: int, sd: Json) -> Json:
     return config
 
 
-def _service_monitor(monitor: Json, endpoint: Json, index: int, sd: Json) -> Json:
+def _service_monitor(monitor: Json, endpoint: Json, index: int, sd: Discovery) -> Json:
     meta, spec = monitor["metadata"], monitor["spec"]
     config = _common(monitor, endpoint, "serviceMonitor", "endpoints", sd)
     config["job_name"] = f"serviceMonitor/{meta['namespace']}/{meta['name']}/{index}"
