@@ -143,14 +143,27 @@ def markers(doc: Path) -> list[tuple[int, str]]:
     ]
 
 
-def links(doc: Path) -> list[str]:
-    """The relative targets of the doc's Markdown links, without their #anchors."""
+def links(doc: Path) -> list[tuple[str, str]]:
+    """The doc's relative Markdown links as (path, anchor); an anchor alone is a link into the doc."""
     targets = re.findall(r"\]\(([^)\s]+)\)", doc.read_text())
-    return [
-        target.partition("#")[0]
-        for target in targets
-        if not re.match(r"^[a-z]+:", target) and not target.startswith("#")
-    ]
+    found = []
+    for target in targets:
+        if re.match(r"^[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        found.append((path or doc.name, anchor))
+    return found
+
+
+def anchors(doc: Path) -> set[str]:
+    """The anchors GitHub gives the doc's headings: lower case, punctuation dropped, spaces as '-'."""
+    found = set()
+    for line in doc.read_text().splitlines():
+        heading = re.match(r"^#{1,6}\s+(.*)$", line)
+        if heading:
+            text = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower())
+            found.add(text.replace(" ", "-"))
+    return found
 
 
 _LANGUAGE = {".yaml": "yaml", ".yml": "yaml", ".sh": "sh", ".csv": "csv", ".jsonl": "json"}

@@ -16,7 +16,14 @@ from typing import Any
 from mailtrain_operator.api.mailcampaign import ListFormat
 from mailtrain_operator.recipients.rows import Row, inline_rows
 from mailtrain_operator.recipients.sources import parser
-from mailtrain_operator.recipients.stream import Counts, Limits, RecipientStream, in_chunks, parse_bytes, rows_once
+from mailtrain_operator.recipients.stream import (
+    Counts,
+    Limits,
+    RecipientStream,
+    in_chunks,
+    parse_bytes,
+    rows_once,
+)
 from mailtrain_sender.layout import Recipient
 
 Json = dict[str, Any]
