@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests run for real, when they are missing:
-#   redis-server (Redis), postfix (for smtp-sink), prometheus (for promtool),
+#   redis-server (Redis), postfix (for smtp-sink), prometheus (the server, and promtool),
 #   iproute2 (`ip`: the node agent routes the pod network on loopback).
 # Needs root (or sudo) for apt-get. Does nothing when everything is present.
 set -euo pipefail
@@ -9,6 +9,7 @@ declare -A wanted=(
   [redis-server]=redis-server
   [smtp-sink]=postfix
   [promtool]=prometheus
+  [prometheus]=prometheus
   [ip]=iproute2
 )
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }

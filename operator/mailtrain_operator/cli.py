@@ -2,6 +2,8 @@
 
     mailtrain-operator            run the operator until SIGTERM
     mailtrain-operator --help     this text, and every setting with its default
+    mailtrain-operator delete-pools --namespace NS --selector SELECTOR
+                                  the chart's pre-delete hook (mailtrain_operator.release_pools)
 
 Settings come from environment variables only (listed below), so a Deployment sets them with
 `env`. Exit codes: 0 stopped by a signal, 2 a bad setting (one line on stderr names the variable).
@@ -31,13 +33,18 @@ def _settings_help() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["delete-pools"]:
+        from mailtrain_operator import release_pools
+
+        sys.exit(release_pools.main(args[1:]))
     parser = argparse.ArgumentParser(
         prog="mailtrain-operator",
         description=__doc__,
         epilog=_settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.parse_args(argv)
+    parser.parse_args(args)
     try:
         settings = load_settings()
     except SettingsError as exc:

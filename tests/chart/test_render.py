@@ -21,6 +21,7 @@ from tests.harness.controlplane import ControlPlane
 from tests.harness.kubeapi import Json
 
 DEFAULT_KINDS = [
+    "ClusterKopfPeering",
     "ClusterRole",
     "ClusterRoleBinding",
     "Deployment",
@@ -28,6 +29,8 @@ DEFAULT_KINDS = [
     "Service",
     "ServiceAccount",
 ]
+# With a list of namespaces: a KopfPeering in each instead of the ClusterKopfPeering.
+WATCHING_KINDS = [k for k in DEFAULT_KINDS if k != "ClusterKopfPeering"]
 
 
 def _accepted(plane: ControlPlane, documents: list[Json]) -> None:
@@ -107,7 +110,8 @@ def test_watching_a_list_of_namespaces_with_every_operator_setting_changed(
         "serviceAccount": {"annotations": {"example.com/role": "mail"}},
     }
     documents = chart.render(values, tmp_path, namespace=release_ns)
-    assert chart.kinds(documents) == sorted([*DEFAULT_KINDS, "Role", "Role", "RoleBinding", "RoleBinding"])
+    per_namespace = ["KopfPeering", "Role", "RoleBinding"] * 2
+    assert chart.kinds(documents) == sorted([*WATCHING_KINDS, *per_namespace])
     _accepted(chart_crds, documents)
 
     deployment = chart.one(documents, "Deployment")
@@ -180,8 +184,12 @@ def test_the_bundled_redis_pools_monitors_and_alerts_are_accepted_and_the_pools_
         "Role",
         "RoleBinding",
         "RoleBinding",
+        "KopfPeering",
+        "KopfPeering",
     ]
-    assert chart.kinds(documents) == sorted([*DEFAULT_KINDS, *extra])
+    # The uninstall hook, for the pools of two namespaces.
+    extra += ["Job", "ServiceAccount", "Role", "Role", "RoleBinding", "RoleBinding"]
+    assert chart.kinds(documents) == sorted([*WATCHING_KINDS, *extra])
     _accepted(chart_crds, documents)
 
     redis_name = "mt-mailtrain-operator-redis"
@@ -248,6 +256,7 @@ def test_the_least_the_chart_can_install_is_accepted_too(
     }
     documents = chart.render(values, tmp_path, namespace=namespace)
     assert chart.kinds(documents) == [
+        "ClusterKopfPeering",
         "Deployment",
         "PodMonitor",
         "Secret",

@@ -21,6 +21,7 @@ _DEBIAN_PACKAGE = {
     "redis-server": "redis-server",
     "smtp-sink": "postfix",
     "promtool": "prometheus",
+    "prometheus": "prometheus",
     # The node agent's: pod routes, and mount namespaces, users and nsenter for each container.
     "ip": "iproute2",
     "unshare": "util-linux",
