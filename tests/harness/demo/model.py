@@ -207,8 +207,9 @@ class Summary:
     most_per_worker: int
     overlap: float | None  # seconds all campaigns were sending at once; None if they never were
     first_delivery: float | None  # seconds from apply to the first message sent
-    total_time: float | None  # seconds from apply to the last campaign done
-    last_start: float | None  # seconds from apply until the last campaign to start sent its first message
+    # Both from the first message on, so that a run whose operator was still starting compares fairly:
+    total_time: float | None  # seconds until the last campaign was done
+    last_start: float | None  # seconds until the last campaign to start sent its first message
 
     @property
     def all_at_once(self) -> bool:
@@ -265,6 +266,15 @@ def summarize(timeline: Timeline, mode: str) -> Summary:
         most_per_worker=timeline.most_per_worker,
         overlap=overlap,
         first_delivery=timeline.first_delivery,
-        total_time=None if not results or None in lasts else max(x for x in lasts if x is not None),
-        last_start=None if not results or None in firsts else max(f for f in firsts if f is not None),
+        total_time=None if None in lasts or None in firsts else _spread(lasts, firsts),
+        last_start=None if None in firsts else _spread(firsts, firsts),
     )
+
+
+def _spread(ends: list[float | None], starts: list[float | None]) -> float | None:
+    """The latest of `ends` minus the earliest of `starts`."""
+    known_ends = [x for x in ends if x is not None]
+    known_starts = [x for x in starts if x is not None]
+    if not known_ends or not known_starts:
+        return None
+    return max(known_ends) - min(known_starts)

@@ -42,7 +42,7 @@ class DemoState:
         self.pids[name], self.urls[name] = pid, url
         self.save()
 
-    def stop_all(self, grace: float = 20.0) -> list[str]:
+    def stop_all(self, grace: float = 40.0) -> list[str]:
         """SIGTERM to each, SIGKILL after the grace; the names of those that were running."""
         stopped = []
         for name, pid in self.pids.items():

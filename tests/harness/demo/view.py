@@ -121,9 +121,9 @@ def summary(result: Summary, links: Links | None, other: Summary | None = None) 
         )
     lines.append(
         Text(
-            f"first message {_seconds(result.first_delivery)} after apply; every campaign started by "
-            f"{_seconds(result.last_start)}; all done in {_seconds(result.total_time)} "
-            f"(at most {result.most_per_worker} campaigns on one process)"
+            f"first message {_seconds(result.first_delivery)} after apply; from it, every campaign had "
+            f"started within {_seconds(result.last_start)}, all were done in {_seconds(result.total_time)}; "
+            f"at most {result.most_per_worker} campaign(s) on one process at a time"
         )
     )
     if other is not None:
@@ -154,6 +154,6 @@ def _completed_line(result: Summary) -> str:
 def _compare(this: Summary, other: Summary) -> str:
     def describe(s: Summary) -> str:
         done, started = _seconds(s.total_time), _seconds(s.last_start)
-        return f"{s.mode}: all done in {done}, last campaign started at {started}"
+        return f"{s.mode}: all done {done} after the first message, the last campaign started after {started}"
 
     return f"compared: {describe(this)}  vs  {describe(other)}"
