@@ -51,6 +51,16 @@ cluster-up:  ## Start a local cluster with one node; prints the KUBECONFIG to ex
 cluster-down:  ## Stop the cluster started by cluster-up: no process, mount or route is left
 	@$(PY) -m tests.harness.cluster down
 
+.PHONY: demo demo-mail demo-down
+demo: venv system-packages  ## The seed's scenario on a local cluster, live: make demo [MODE=serial] [SVG=docs/demo.svg]
+	@$(PY) -m tests.harness.demo up --mode $(or $(MODE),parallel) $(if $(SVG),--svg $(SVG))
+
+demo-mail:  ## The latest messages of make demo's relay, and the newest with its headers and text
+	@$(PY) -m tests.harness.demo mail
+
+demo-down:  ## Stop make demo's relay, Prometheus and cluster: no process, mount or route is left
+	@$(PY) -m tests.harness.demo down
+
 .PHONY: pod-latency
 pod-latency:  ## On the cluster-up cluster: median pod creation->Running and Running->Ready over 20 pods
 	@$(PY) -m tests.cluster.pod_latency

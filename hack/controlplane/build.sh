@@ -5,11 +5,15 @@
 # and scheduler were added gains just those two.
 #
 # Prints the bin directory on stdout (everything else goes to stderr), so callers
-# can do: bin=$(hack/controlplane/build.sh).
+# can do: bin=$(hack/controlplane/build.sh). While a binary builds, a line on stderr
+# says which, how many of its packages are compiled and the time so far
+# (hack/go-progress.sh): a cold build takes minutes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 . "$here/versions.env"
+# shellcheck source=../go-progress.sh
+. "$here/../go-progress.sh"
 
 cache_root=${MAILTRAIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mailtrain-operator}
 bin="$cache_root/bin/k8s-${KUBE_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}"
@@ -31,31 +35,24 @@ kube_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v${KUBE_VERSION}
   -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor}
   -X k8s.io/component-base/version.gitTreeState=clean"
 
-build() {  # name, then the go build arguments
-  local name=$1; shift
-  local start=$SECONDS
-  echo "build.sh: building $name ..." >&2
-  (cd "$here" && go build -trimpath -o "$tmp/$name" "$@") 2> >(grep -v '^go: downloading' >&2)
-  mv "$tmp/$name" "$bin/$name"   # atomic: an interrupted build never leaves a half binary
-  echo "build.sh: $name built in $((SECONDS - start))s" >&2
+build() {  # name, ldflags, package: built inside the wrapper module
+  go_build_progress "$1" "$tmp/$1" "$here" "$3" -trimpath -ldflags "$2"
+  mv "$tmp/$1" "$bin/$1"   # atomic: an interrupted build never leaves a half binary
 }
 
 for t in "${missing[@]}"; do
   case $t in
-    kube-apiserver) build kube-apiserver -ldflags "$kube_ldflags" k8s.io/kubernetes/cmd/kube-apiserver ;;
-    kubectl)        build kubectl -ldflags "$kube_ldflags" k8s.io/kubernetes/cmd/kubectl ;;
+    kube-apiserver) build kube-apiserver "$kube_ldflags" k8s.io/kubernetes/cmd/kube-apiserver ;;
+    kubectl)        build kubectl "$kube_ldflags" k8s.io/kubernetes/cmd/kubectl ;;
     kube-controller-manager)
-      build kube-controller-manager -ldflags "$kube_ldflags" k8s.io/kubernetes/cmd/kube-controller-manager ;;
-    kube-scheduler) build kube-scheduler -ldflags "$kube_ldflags" k8s.io/kubernetes/cmd/kube-scheduler ;;
-    etcd)           build etcd -ldflags "-s -w" go.etcd.io/etcd/server/v3 ;;
-    helm)
-      start=$SECONDS
-      echo "build.sh: installing helm v${HELM_VERSION} ..." >&2
-      GOBIN="$tmp" go install -trimpath \
-        -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=v${HELM_VERSION}" \
-        "helm.sh/helm/v4/cmd/helm@v${HELM_VERSION}" 2> >(grep -v '^go: downloading' >&2)
-      mv "$tmp/helm" "$bin/helm"
-      echo "build.sh: helm built in $((SECONDS - start))s" >&2 ;;
+      build kube-controller-manager "$kube_ldflags" k8s.io/kubernetes/cmd/kube-controller-manager ;;
+    kube-scheduler) build kube-scheduler "$kube_ldflags" k8s.io/kubernetes/cmd/kube-scheduler ;;
+    etcd)           build etcd "-s -w" go.etcd.io/etcd/server/v3 ;;
+    helm)  # what `go install helm.sh/helm/v4/cmd/helm@v<version>` does, built in the module's own source
+      src=$(go_module_dir helm.sh/helm/v4 "v${HELM_VERSION}")
+      go_build_progress helm "$tmp/helm" "$src" ./cmd/helm -trimpath \
+        -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=v${HELM_VERSION}"
+      mv "$tmp/helm" "$bin/helm" ;;
   esac
 done
 rmdir "$tmp" 2>/dev/null || true
