@@ -10,7 +10,9 @@ kopf resumes a replica as soon as its first look at the peering object shows no 
 so two replicas started together could both be active for a moment (seen: 8 ms, both resumed).
 `announce` closes that window: each replica writes its own keep-alive (kopf's format) before kopf
 looks, then waits `ANNOUNCE_SETTLE`. A replica with a higher priority is thus in the object for that
-long before it can resume, and every peer watching pauses in favour of it first.
+long before it can resume, and every peer watching pauses in favour of it first. It narrows rather
+than removes: an older replica that announces more than `ANNOUNCE_SETTLE` after a younger one looked
+(a slow start) finds the younger one active, which pauses when its watch delivers the change.
 
 The CustomResourceDefinitions of both kinds are the chart's
 (`helm/mailtrain-operator/crds/kopf-peering.yaml`): without them the operator stops at start,

@@ -57,6 +57,7 @@ def delete_pools(namespaces: list[str], selector: str, timeout: float) -> list[s
             except ApiException as exc:
                 if exc.status != 404:
                     raise
+                continue  # gone meanwhile
             print(f"deleting SenderPool {namespace}/{name}", flush=True)
     deadline = time.monotonic() + timeout
     while True:

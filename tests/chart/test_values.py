@@ -155,6 +155,15 @@ def test_a_wrong_value_fails_with_a_message_naming_it(
             {"pools": [{"name": "bulk", "spec": {"smtp": {"host": "h"}}}]},
             "pools[0] (bulk): spec.redis names no Redis",
         ),
+        (
+            {
+                "watchNamespaces": ["team-a"],
+                "pools": [
+                    {"name": "bulk", "namespace": "team-b", "spec": {"redis": {"url": "redis://r:6379"}}}
+                ],
+            },
+            "pools[0] (bulk): namespace team-b is not in watchNamespaces",
+        ),
     ],
 )
 def test_values_the_schema_cannot_judge_fail_the_render_with_the_reason(

@@ -195,6 +195,7 @@ def test_replicas_started_together_never_are_both_active(
         if RESUMED in junior_log:
             paused = _logged_at(junior_log, PAUSED)
             assert paused and paused[-1] < resumed[0], junior_log
+            assert _logged_at(junior_log, RESUMED)[-1] < paused[-1], junior_log  # and it stayed paused
     finally:
         for replica in pair:
             replica.stop()

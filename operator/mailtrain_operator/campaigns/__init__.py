@@ -5,6 +5,7 @@
     publish.py      publish and republish through the sender's Publisher, hashing the recipients
     status.py       pure: the status from why a campaign waits, or from its Progress; Events
     lifecycle.py    CampaignDriver: one campaign's steps (publish, steer, harvest, write status)
+    steering.py     suspend and priority from the spec onto Redis; an active campaign kept registered
     deletion.py     removing a campaign's Redis keys (the finalizer)
     runtime.py      what the drivers share: Redis clients, wake-ups, locks, the phase census, the
                     progress clock

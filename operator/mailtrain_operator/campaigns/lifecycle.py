@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from mailtrain_operator import conditions
 from mailtrain_operator.api import MailCampaignSpec, MailCampaignStatus, SenderPoolSpec, to_status
-from mailtrain_operator.campaigns import objects, publish, status, wire
+from mailtrain_operator.campaigns import objects, publish, status, steering, wire
 from mailtrain_operator.campaigns.runtime import CampaignRuntime
 from mailtrain_operator.campaigns.sources import SourceError, open_source
 from mailtrain_operator.campaigns.status import Note, Waiting
@@ -43,9 +43,10 @@ POOL_RECHECK = 30.0
 BACKOFF = (1.0, 60.0)  # first and longest wait after a failure; doubled each time
 # After a campaign's keys vanish, a sender that held a chunk goes on sending it from memory until its
 # lease runs out (it checks the lease's deadline before every MAIL FROM, and cannot renew a lease Redis
-# forgot). Republishing only once every such lease has run out, plus the longest transaction we
-# allow for, means no chunk is ever sent by an old holder and a new claimant at once: what goes out
-# twice was sent before the loss. The operator writes no leaseTtl, so senders use the default.
+# forgot). Republishing only once every such lease has run out (plus 5 s of slack) means no old holder
+# *starts* a transaction after the republish: what goes out twice was started before it. A transaction
+# already started may still be finishing (up to smtp.timeout), which does not change the bound: at most
+# once more each. The operator writes no leaseTtl, so senders use the default.
 REPUBLISH_AFTER = float(WorkerSection.model_fields["lease_ttl"].default) + 5.0
 
 
@@ -327,8 +328,7 @@ class CampaignDriver:
         return None
 
     async def _apply(self, spec: MailCampaignSpec, progress: Progress, publisher: Publisher) -> Progress:
-        """suspend and priority from the spec onto Redis. Each call is repeated once per driver, so an
-        interrupted pause or resume of an earlier operator (its registry entry) is repaired."""
+        """suspend and priority from the spec onto Redis (`steering.steer`)."""
         if progress.state not in (ACTIVE, PAUSED):
             return progress
         steer = wire.build_wire(
@@ -337,22 +337,8 @@ class CampaignDriver:
             chunk_size=self.settings.chunk_size,
             token_key="unused",  # noqa: S106 - steering needs id, pool, priority
         )
-        wanted = (spec.suspend, spec.priority)
-        mismatch = (progress.state == ACTIVE) == spec.suspend
-        if self.applied == wanted and not mismatch:
-            if progress.state == ACTIVE:
-                # A sender that found the keys gone takes the campaign out of the pool's registry; if
-                # that lands after a republish put it back, no sender would claim it again. So every
-                # step puts an active campaign back (an entry that is there keeps its place in line).
-                await publisher.register_if_missing(steer)
-            return progress
-        if spec.suspend:
-            await publisher.pause(steer)
-        else:
-            await publisher.resume(steer)  # on an active campaign: only puts it back in line if missing
-            await publisher.reprioritize(steer, spec.priority)
-        self.applied = wanted
-        return await publisher.progress(self.uid)
+        self.applied, changed = await steering.steer(publisher, steer, spec, progress.state, self.applied)
+        return await publisher.progress(self.uid) if changed else progress
 
     async def _harvested(
         self, spec: MailCampaignSpec, current: MailCampaignStatus, progress: Progress
