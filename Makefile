@@ -20,7 +20,7 @@ help:  ## List the targets
 setup: venv system-packages controlplane monitoring-crds  ## Install everything the tests need
 
 venv:  ## Python venv with the locked dependencies (uv.lock)
-	@$(PHASE) venv bash -c 'uv=$$(hack/ensure-uv.sh) && $$uv sync --frozen --python python3'
+	@$(PHASE) venv bash -c 'uv=$$(hack/ensure-uv.sh) && $$uv sync --frozen --compile-bytecode --python python3'
 
 system-packages:  ## redis-server, postfix (smtp-sink), prometheus (promtool) from Debian
 	@$(PHASE) system-packages hack/install-system-packages.sh

@@ -40,6 +40,24 @@ _COLLECTIONS = {
 }
 
 
+# The kubernetes package loads each API class and model on first use, and loading a module holds the
+# GIL: CoreV1Api alone is 4 MB of source. Loaded at the first Secret read, it froze the event loop
+# (kopf's peering keep-alives and probes included) for as long as that took: 7 to 10 s on a busy
+# 2-core node with no compiled bytecode, long enough for the standby replica to take the active one
+# for dead and resume too. So what the operator's calls use is loaded here, at import, before kopf
+# starts; kopf's own client is aiohttp and needs none of it.
+PRELOADED = (
+    client.CoreV1Api,
+    client.DiscoveryV1Api,
+    client.CustomObjectsApi,
+    client.V1Secret,
+    client.V1ConfigMap,
+    client.V1EndpointSliceList,
+    client.V1EndpointSlice,
+    client.V1ObjectMeta,
+)
+
+
 @functools.cache
 def api_client() -> client.ApiClient:
     """In a pod: its ServiceAccount; elsewhere (development, tests): $KUBECONFIG."""

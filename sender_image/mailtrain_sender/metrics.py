@@ -12,6 +12,7 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 OUTCOMES = ("sent", "failed", "invalid", "deferred")
+SMTP_ERROR_KINDS = ("transient", "permanent", "connection")
 
 
 class Metrics:
@@ -41,6 +42,10 @@ class Metrics:
             ["pool", "kind"],
             registry=r,
         )
+        # At 0 from the start: a series that appeared with the first error would hide that error from
+        # rate() and increase(), which need two samples (MailtrainRelayUnreachable reads this one).
+        for kind in SMTP_ERROR_KINDS:
+            self.smtp_errors.labels(pool, kind)
         self.throttle_wait = Counter(
             "mailtrain_sender_throttle_wait_seconds",
             "Seconds connections spent waiting for pool-wide tokens.",

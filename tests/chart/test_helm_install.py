@@ -15,9 +15,11 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.chart import helm_release as hr
 from tests.cluster.helpers import eventually
@@ -31,6 +33,8 @@ from tests.operator.pool_support import config_map_path, ready_pool
 OPERATOR = "app.kubernetes.io/component=operator"
 # A request the apiserver refused (urllib3's debug line ends in the status), or a crash.
 REFUSAL = re.compile(r'HTTP/1.1" 40[13] |Forbidden|forbidden|Unauthorized|Traceback')
+# What a replica logs when it starts, and when the peering pauses or resumes it.
+PEERING = re.compile(r"mailtrain-operator started|Pausing operations|Resuming operations|SIGTERM")
 
 
 def _operator_pods(plane: ControlPlane, namespace: str) -> list[Json]:
@@ -42,18 +46,25 @@ def _operator_logs(plane: ControlPlane, node: LocalNode, namespace: str) -> dict
     return {name: node.container_log(namespace, name, "operator") for name in names}
 
 
+def _lines(logs: dict[str, str], pattern: re.Pattern[str]) -> str:
+    return "\n".join(
+        f"{pod}: {line}" for pod, log in logs.items() for line in log.splitlines() if pattern.search(line)
+    )
+
+
 def _one_active(plane: ControlPlane, node: LocalNode, namespace: str) -> None:
-    """Exactly one replica resumed operations, and no replica was refused anything."""
+    """Exactly one replica resumed operations, and no replica was refused anything. Each message
+    quotes the lines that matter, whole: the peering decisions of every replica, or the refusals."""
 
     def active() -> dict[str, str] | None:
         found = _operator_logs(plane, node, namespace)
         return found if any(RESUMED in log for log in found.values()) else None
 
     logs = eventually(active, timeout=60, what="one operator replica active")
-    assert sum(RESUMED in log for log in logs.values()) == 1, logs
-    for pod, log in logs.items():
-        refused = REFUSAL.search(log)
-        assert refused is None, f"{pod}: {log[max(0, refused.start() - 1500) : refused.end() + 1500]}"
+    resumed = [pod for pod, log in logs.items() if RESUMED in log]
+    assert len(resumed) == 1, f"resumed: {resumed}\n{_lines(logs, PEERING)}"
+    refused = _lines(logs, REFUSAL)
+    assert not refused, refused
 
 
 def _until_empty(found: Callable[[], list[Any]], *, timeout: float, what: str) -> None:
@@ -92,10 +103,30 @@ def _uninstalled(plane: ControlPlane, node: LocalNode, release: hr.Release, pod_
         assert plane.api.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}") is not None
 
 
+@pytest.fixture
+def releases(
+    chart_crds: ControlPlane, restricted_namespaces: Callable[[], str]
+) -> Iterator[list[hr.Release]]:
+    """The test's releases; one still installed when the test ends (it failed) is uninstalled, its
+    campaigns deleted first, before its namespace is deleted. Left behind, it would go on running in a
+    namespace being terminated, and the next test's operator of every namespace would take over its
+    pools and be refused there ("unable to create new content in namespace ... because it is being
+    terminated"): one failure would fail the next test too."""
+    made: list[hr.Release] = []
+    yield made
+    for release in made:
+        if release.exists():
+            chart_crds.kubectl(
+                "delete", "mailcampaigns", "--all", "-n", release.namespace, "--timeout=60s", check=False
+            )
+            release.uninstall()
+
+
 def test_install_delivers_an_upgrade_rolls_without_loss_and_uninstall_leaves_nothing(
     chart_crds: ControlPlane,
     local_node: LocalNode,
     restricted_namespaces: Callable[[], str],
+    releases: list[hr.Release],
     redis_url: str,
     make_recording_sink: Callable[..., RecordingSink],
     tmp_path: Path,
@@ -104,6 +135,7 @@ def test_install_delivers_an_upgrade_rolls_without_loss_and_uninstall_leaves_not
     hr.redis_url_secret(plane, ns, redis_url)
     sink = make_recording_sink(record_raw=False)
     release = hr.Release(plane, f"h{uuid.uuid4().hex[:6]}", ns, tmp_path)
+    releases.append(release)
     deployment = f"{release.name}-mailtrain-operator"
     values: dict[str, Any] = {
         "watchNamespaces": [ns],
@@ -167,11 +199,13 @@ def test_the_default_values_install_ready_and_uninstall_clean(
     chart_crds: ControlPlane,
     local_node: LocalNode,
     restricted_namespaces: Callable[[], str],
+    releases: list[hr.Release],
     tmp_path: Path,
 ) -> None:
     """The default values, unchanged: an operator of every namespace (ClusterRole, ClusterKopfPeering)."""
     plane, ns = chart_crds, restricted_namespaces()
     release = hr.Release(plane, f"d{uuid.uuid4().hex[:6]}", ns, tmp_path)
+    releases.append(release)
     started = time.monotonic()
     release.install({})
     ready_after = hr.seconds_to_ready(plane, ns, f"{release.name}-mailtrain-operator", 2, started)

@@ -6,11 +6,15 @@ the release's PrometheusRule. Then, with short `for` durations from values:
 
 - the SMTP relay stops while a campaign sends: MailtrainRelayUnreachable fires for the pool's sender
   pod, and resolves once the relay is back;
-- (not yet here: a pool scaled up with an image the node cannot run kept its ready gauge at the
-  desired count, so MailtrainSenderPoolBelowDesired did not fire; see docs/chart.md, "Monitoring".)
+- a pool whose image the node cannot run is scaled up: MailtrainSenderPoolBelowDesired fires for
+  it, and resolves once the image is corrected. The image is changed first and the pool scaled after:
+  an image change alone leaves the pool at full strength (maxUnavailable 0 keeps the old pod until a
+  new one is ready), and so does a scale-up in the same patch (the Deployment controller scales the
+  old ReplicaSet up first, then surges one pod of the new template, which never becomes ready). Only
+  processes added while the rollout is stuck go to the new template, and are missing.
 
-Figures (printed with `-s`): seconds from stopping the relay to the alert firing, and from restarting
-it to the alert resolved.
+Figures (printed with `-s`): seconds from the pool going short to its alert firing and from the fix
+to it resolved; from stopping the relay to its alert firing, and from restarting it to it resolved.
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ from tests.harness.local_node import LocalNode
 from tests.harness.prometheus import Prometheus
 from tests.harness.prometheus_monitors import scrape_configs
 from tests.harness.smtp_sink import RecordingSink
-from tests.operator.pool_support import pods, ready_pool
+from tests.operator.pool_support import condition, patch_pool, pods, pool_when, ready_pool
 
 FAST = {"interval": "1s", "scrapeTimeout": "1s"}
+# Not in the node agent's image table: its containers wait with ImageNotRunnableLocally, as after a
+# failed pull.
+UNRUNNABLE = "registry.invalid/mailtrain/sender:missing"
 # A relay retries every 30 s at most (smtp_pool's backoff): a window longer than that always holds a
 # failed attempt while the relay is down, and `for` keeps the test short.
 ALERTS = {
@@ -105,7 +112,65 @@ def _active(server: Prometheus, name: str, pool: str) -> bool:
     return any(a["labels"].get("pool") == pool for a in server.alerts(name))
 
 
-def test_prometheus_scrapes_the_release_and_the_relay_alert_fires_and_resolves(
+def _processes(server: Prometheus, pool: str) -> tuple[int, int] | None:
+    """(desired, ready) of the pool's gauges as Prometheus last scraped them."""
+    found = {}
+    for gauge in ("desired", "ready"):
+        series = server.query(f'mailtrain_operator_pool_{gauge}_processes{{pool="{pool}"}}')
+        if len(series) != 1:
+            return None
+        found[gauge] = int(float(series[0]["value"][1]))
+    return found["desired"], found["ready"]
+
+
+def _pool_goes_short_and_recovers(plane: ControlPlane, server: Prometheus, ns: str) -> tuple[float, float]:
+    """Pool `short` (1 process) gets an image the node cannot run, then is scaled to 2:
+    MailtrainSenderPoolBelowDesired fires for it, and resolves once the image is corrected.
+    Returns the seconds from the scale-up to the alert firing, and from the fix to it resolved."""
+    pool = f"{ns}/short"
+    patch_pool(plane.api, ns, "short", {"template": {"image": UNRUNNABLE}})
+    stuck = pool_when(
+        plane.api,
+        ns,
+        "short",
+        lambda p: condition(p, "Degraded").get("reason") == "ImageNotRunnableLocally",
+        timeout=60,
+        what="short: Degraded, its new pod cannot run",
+    )
+    # The rollout is stuck, yet the old pod still runs and is ready: nothing is missing.
+    assert condition(stuck, "Ready")["reason"] == "RolloutInProgress", stuck["status"]
+    assert stuck["status"]["readyReplicas"] == 1, stuck["status"]
+    assert _processes(server, pool) == (1, 1)
+    assert not _active(server, "MailtrainSenderPoolBelowDesired", pool)
+
+    patch_pool(plane.api, ns, "short", {"queue": {"processes": 2}})
+    short = time.monotonic()
+    server.wait_for(lambda: _processes(server, pool) == (2, 1), timeout=30, what=f"{pool}: 1 of 2 ready")
+    alert = server.wait_for(
+        lambda: _firing(server, "MailtrainSenderPoolBelowDesired", pool),
+        timeout=60,
+        what="MailtrainSenderPoolBelowDesired firing",
+    )
+    fired_after = time.monotonic() - short
+    assert float(alert["value"]) == 1, alert
+    assert alert["labels"]["severity"] == "warning", alert
+    assert alert["annotations"]["runbook_url"].endswith("#mailtrainsenderpoolbelowdesired"), alert
+    assert not _active(server, "MailtrainSenderPoolBelowDesired", f"{ns}/relay")
+
+    patch_pool(plane.api, ns, "short", {"template": None})  # back to the operator's sender image
+    fixed = time.monotonic()
+    server.wait_for(
+        lambda: not _active(server, "MailtrainSenderPoolBelowDesired", pool),
+        timeout=60,
+        what="MailtrainSenderPoolBelowDesired resolved",
+    )
+    resolved_after = time.monotonic() - fixed
+    assert _processes(server, pool) == (2, 2)
+    ready_pool(plane.api, ns, "short", 2)
+    return fired_after, resolved_after
+
+
+def test_prometheus_scrapes_the_release_and_the_pool_and_relay_alerts_fire_and_resolve(
     chart_crds: ControlPlane,
     release: hr.Release,
     discovery: KubeDiscovery,
@@ -161,6 +226,13 @@ def test_prometheus_scrapes_the_release_and_the_relay_alert_fires_and_resolves(
         what="the operator's gauge of pool short",
     )
 
+    # A pool short of processes: scaled up while its image cannot run.
+    short_fired, short_resolved = _pool_goes_short_and_recovers(plane, server, ns)
+    print(
+        f"\npool short of a process -> MailtrainSenderPoolBelowDesired firing: {short_fired:.1f} s (for 5s)"
+    )
+    print(f"image corrected -> MailtrainSenderPoolBelowDesired resolved: {short_resolved:.1f} s")
+
     # The relay stops while a campaign sends.
     hr.create_campaign(plane, ns, "slow", "relay", 1000)
     server.wait_for(
@@ -192,7 +264,7 @@ def test_prometheus_scrapes_the_release_and_the_relay_alert_fires_and_resolves(
         what="MailtrainRelayUnreachable resolved",
     )
     resolved_after = time.monotonic() - restarted
-    print(f"\nrelay stopped -> MailtrainRelayUnreachable firing: {fired_after:.1f} s (window 35s, for 5s)")
+    print(f"relay stopped -> MailtrainRelayUnreachable firing: {fired_after:.1f} s (window 35s, for 5s)")
     print(f"relay restarted -> MailtrainRelayUnreachable resolved: {resolved_after:.1f} s")
     assert [a["labels"]["alertname"] for a in server.alerts(state="firing")] == []
 

@@ -10,7 +10,13 @@ import pytest
 from mailtrain_operator.api import SenderPoolStatus
 from mailtrain_operator.conditions import find
 from mailtrain_operator.pools import drift
-from mailtrain_operator.pools.status import Observation, Problem, pool_status, status_patch
+from mailtrain_operator.pools.status import (
+    Observation,
+    Problem,
+    pods_worth_listing,
+    pool_status,
+    status_patch,
+)
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 Json = dict[str, Any]
@@ -119,6 +125,27 @@ def test_degraded_names_the_first_problem() -> None:
         redis_problem=Problem("RedisNotReady", "no ready endpoint yet"), active_campaigns=None
     )
     assert _conditions(pool_status("news", waiting, None, NOW))["Degraded"] == ("False", "AsExpected")
+
+
+@pytest.mark.parametrize(
+    ("deployment", "desired", "listed"),
+    [
+        (_deployment(), 2, False),  # healthy: one read per round, no pod list
+        (_deployment(0, 0), 0, False),
+        (None, 0, False),
+        (None, 2, True),
+        (_deployment(ready=1), 2, True),  # a process is missing
+        # A rollout whose new pod cannot start: the old pod is still ready, nothing is missing.
+        (_deployment(replicas=2, ready=1, updated=1), 1, True),
+        (_deployment(replicas=2, ready=2, updated=1), 2, True),
+        (_deployment(generation=4) | {"status": {"observedGeneration": 3, "readyReplicas": 2}}, 2, True),
+    ],
+    ids=["healthy", "zero", "no-deployment-zero", "no-deployment", "missing", "stuck", "old-pods", "unseen"],
+)
+def test_pods_are_listed_when_a_process_is_missing_or_a_rollout_is_not_done(
+    deployment: Json | None, desired: int, listed: bool
+) -> None:
+    assert pods_worth_listing(deployment, desired) is listed
 
 
 def test_refused_pods_are_degraded_with_the_controllers_words() -> None:

@@ -71,6 +71,15 @@ def _rollout(deployment: Json, desired: int) -> str | None:
     return None  # the pods' readiness is the rest of the story
 
 
+def pods_worth_listing(deployment: Json | None, desired: int) -> bool:
+    """Whether the pool's pods are listed for one that cannot start: when a process is missing, and
+    also while a rollout has not replaced every pod. A rollout whose new pod cannot start keeps the
+    old pods (maxUnavailable 0), so every process may be ready while the new pod waits for good:
+    without the list, Degraded would say nothing until the Deployment's progress deadline."""
+    ready = ((deployment or {}).get("status") or {}).get("readyReplicas", 0)
+    return ready < desired or (deployment is not None and _rollout(deployment, desired) is not None)
+
+
 def ready_condition(pool: str, observed: Observation) -> tuple[bool, str, str]:
     """(status, reason, message) of Ready."""
     if observed.refusal is not None:

@@ -51,8 +51,9 @@ async def observe_pool(pool: PoolRef, spec: Any, track: PoolTrack) -> Observatio
         parsed = None  # the reconcile refused it, and track.refusal says why
     running = int(((deployment or {}).get("spec") or {}).get("replicas", 0))
     desired = builders.replicas(parsed) if parsed else running
-    # The pods are listed only when some are missing: a healthy pool costs one read per round.
-    pods = await observe.pod_problem(pool) if _ready_replicas(deployment) < desired else None
+    # The pods are listed only when some are missing or a rollout is under way: a healthy pool costs
+    # one read per round.
+    pods = await observe.pod_problem(pool) if status.pods_worth_listing(deployment, desired) else None
     active: int | Problem | None = await observe.active_campaigns(pool, parsed) if parsed else None
     return Observation(
         generation=track.handled_generation,
