@@ -50,6 +50,12 @@ ALERTS = {
 }
 
 
+def _last_evaluation(server: Prometheus, rule: str) -> str:
+    """When Prometheus last evaluated the alerting rule (its own timestamp, as a string)."""
+    [found] = [r for r in server.rules() if r.get("name") == rule]
+    return str(found.get("lastEvaluation", ""))
+
+
 @pytest.fixture
 def release(
     chart_crds: ControlPlane, local_node: LocalNode, restricted_namespaces: Callable[[], str], tmp_path: Path
@@ -216,10 +222,20 @@ def test_prometheus_scrapes_the_release_and_the_pool_and_relay_alerts_fire_and_r
         pod = target["labels"]["pod"]
         assert target["scrapeUrl"].startswith(f"http://{pod_ips[pod]}:9090/"), target
         assert target["labels"]["namespace"] == ns
-    # The operator is seen, so MailtrainOperatorDown (for: 5s) goes away and never fires.
-    server.wait_for(
-        lambda: not server.alerts("MailtrainOperatorDown"), timeout=30, what="no MailtrainOperatorDown"
-    )
+    # The operator is seen, so MailtrainOperatorDown (for: 5s) is not firing once its rule has been
+    # evaluated on what was scraped: two evaluations after the targets were up (no alert at all
+    # before the first evaluation would prove nothing).
+    evaluations = {_last_evaluation(server, "MailtrainOperatorDown")}
+
+    def evaluated_again() -> str | None:
+        last = _last_evaluation(server, "MailtrainOperatorDown")
+        return last if last and last not in evaluations else None
+
+    while len(evaluations) < 3:
+        evaluations.add(
+            server.wait_for(evaluated_again, timeout=30, what="MailtrainOperatorDown evaluated again")
+        )
+    assert not server.alerts("MailtrainOperatorDown"), server.alerts("MailtrainOperatorDown")  # nor pending
     server.wait_for(
         lambda: server.query(f'mailtrain_operator_pool_desired_processes{{pool="{ns}/short"}} == 1'),
         timeout=30,
