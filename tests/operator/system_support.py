@@ -208,11 +208,13 @@ class SystemRig:
     def operator(self, **settings: Any) -> OperatorProcess:
         """An operator process watching the namespace: standalone unless `standalone="false"`;
         settings are MAILTRAIN_OPERATOR_* without the prefix."""
+        name = f"operator-{len(self.operators)}"  # its POD_ID: replicas sharing one would be one peer
         found = OperatorProcess(
             self.controlplane,
             (self.namespace,),
-            self.root / f"operator-{len(self.operators)}",
+            self.root / name,
             {key: str(value) for key, value in settings.items()},
+            name=name,
         )
         self.operators.append(found)
         return found.start()

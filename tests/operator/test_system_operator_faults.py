@@ -146,10 +146,8 @@ def _peers(system: SystemRig) -> dict[str, Any]:
 
 
 def _identity(system: SystemRig, operator: OperatorProcess) -> str | None:
-    """The operator's key in the peering object: without $POD_ID, host/start time/pid."""
-    assert operator.process is not None
-    suffix = f"/{operator.process.pid}"
-    return next((key for key in _peers(system) if key.endswith(suffix)), None)
+    """The operator's key in the peering object: its $POD_ID, the harness's name for it."""
+    return operator.name if operator.name in _peers(system) else None
 
 
 def test_a_standby_operator_takes_over_a_campaign_when_the_active_one_dies(
