@@ -270,10 +270,14 @@ class Judge:
 
     def _unwritable(self, replied: float, killed_at: float) -> bool:
         """Redis was paused or down from (about) the reply until the kill, or back for less than the
-        writer's longest retry gap: the outcome was not written yet."""
+        writer's longest retry gap: the outcome was not written yet. Outages closer together than that
+        gap count as one: the writer may not have tried in between (seen: up for 0.15 s between a
+        restart and a crash, then a SIGKILL)."""
         return any(
             start <= replied + opt.ACK_WINDOW and killed_at <= until + opt.WRITE_RETRY_MAX + opt.ACK_WINDOW
-            for start, until in self.ledger.redis_outages
+            for start, until in chained_outages(
+                self.ledger.redis_outages, opt.WRITE_RETRY_MAX + opt.ACK_WINDOW
+            )
         )
 
     def _sender_faults(self, sender: str, before: float, count: int = 5) -> list[dict[str, Any]]:
@@ -336,3 +340,14 @@ def _ranges(indexes: list[int]) -> str:
     for first, last in to_ranges(indexes):
         out.append(str(first) if first == last else f"{first}-{last}")
     return ",".join(out)
+
+
+def chained_outages(outages: list[list[float]], gap: float) -> list[tuple[float, float]]:
+    """The outages, with those that begin less than `gap` after the previous one ended merged into it."""
+    merged: list[tuple[float, float]] = []
+    for start, until in sorted(outages):
+        if merged and start < merged[-1][1] + gap:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], until))
+        else:
+            merged.append((start, until))
+    return merged

@@ -60,7 +60,8 @@ def sender_settings(rate: float, cap: int) -> dict[str, Any]:
 # (a') While Redis is paused or down, outcomes cannot be written: a SIGKILL then also explains deliveries
 # accepted from ACK_WINDOW before the outage began until it ended, if the kill came before the first write
 # attempt after the outage: the writer retries every WRITE_RETRY_MAX at most, then needs ACK_WINDOW
-# (docs/sender.md, "Delivery guarantees").
+# (docs/sender.md, "Delivery guarantees"). An outage that begins within that gap after another ended
+# continues it: the writer may not have tried in between.
 ACK_WINDOW = 0.1
 WRITE_RETRY_MAX = acks.WRITE_RETRY_MAX
 KILL_SKEW = 0.05
