@@ -11,11 +11,9 @@ MAILTRAIN_CLUSTER_DIR moves the cluster's directory (default: .local-cluster in 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -33,19 +31,6 @@ STATE_DIR = Path(os.environ.get("MAILTRAIN_CLUSTER_DIR", REPO_ROOT / ".local-clu
 STATE_FILE = STATE_DIR / "state.json"
 NODE_DIR = STATE_DIR / "node"
 AGENT = "node-agent"
-
-
-def _stop(pid: int, grace: float) -> None:
-    if not process_running(pid):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while process_running(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if process_running(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def up() -> int:
@@ -93,11 +78,11 @@ def down() -> int:
     pids = json.loads(STATE_FILE.read_text())["pids"]
     # The node first: it stops its containers (SIGTERM, then SIGKILL after at most 10 s).
     if AGENT in pids:
-        _stop(pids[AGENT], STOP_TIMEOUT)
+        net.stop_pid(pids[AGENT], STOP_TIMEOUT)
     _clean_node()
     for name in STOP_ORDER:
         if name in pids:
-            _stop(pids[name], 10)
+            net.stop_pid(pids[name], 10)
     STATE_FILE.unlink()
     print("cluster stopped")
     return 0

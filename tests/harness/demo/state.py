@@ -4,17 +4,13 @@ they outlive the command), remembered in `.local-cluster/demo/state.json` for th
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
-import time
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from tests.harness import cluster
-from tests.harness.net import process_running
+from tests.harness.net import process_running, stop_pid
 
 
 @dataclass
@@ -49,13 +45,6 @@ class DemoState:
             if not process_running(pid):
                 continue
             stopped.append(name)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while process_running(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if process_running(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            stop_pid(pid, grace)
         shutil.rmtree(self.DIR, ignore_errors=True)
         return stopped
