@@ -132,6 +132,23 @@ def warning_events(kube: KubeApi, namespace: str, name: str) -> list[Json]:
     return sorted(events, key=lambda e: e["metadata"]["creationTimestamp"])
 
 
+def warning_event(kube: KubeApi, namespace: str, name: str, reason: str, *, timeout: float = 30) -> Json:
+    """The pool's latest Warning Event for `reason`, waited for: kopf posts Events from a queue of its
+    own, so one may land a moment after the status that called for it."""
+
+    def found() -> Json | None:
+        return next(
+            (e for e in reversed(warning_events(kube, namespace, name)) if e["reason"] == reason), None
+        )
+
+    return eventually(
+        found,
+        timeout=timeout,
+        what=f"{name}: a Warning Event {reason}",
+        interval=0.2,
+    )
+
+
 def unchanged_for(kube: KubeApi, path: str, resource_version: str, *, seconds: float) -> list[Json]:
     """Watch one object for `seconds` from `resource_version`: every write to it meanwhile (none, if
     nothing changed it)."""

@@ -44,6 +44,7 @@ def test_a_template_that_does_not_compile_fails_until_the_spec_is_fixed(rig: Cam
     assert sorted(rig.received(uid)) == list(range(5))
     recovered = condition(rig.status("broken"), "Failed")
     assert (recovered["status"], recovered["reason"]) == ("False", "Recovered")
+    rig.wait_event("broken", "Completed")  # kopf posts Events in order: every earlier one is in
     assert [e["reason"] for e in rig.events("broken")].count("Failed") == 1  # one Event, not one per retry
 
 

@@ -47,6 +47,7 @@ def test_start_at_keeps_the_campaign_scheduled_until_then(rig: CampaignRig) -> N
     assert first >= start.timestamp(), "a message went out before startAt"
     assert first - start.timestamp() < 3, f"sending began {first - start.timestamp():.1f} s after startAt"
     assert sorted(rig.received(uid)) == list(range(10))
+    rig.wait_event("later", "Completed")  # kopf posts Events from its own queue, in order
     reasons = [e["reason"] for e in rig.events("later")]
     assert reasons.index("Scheduled") < reasons.index("Started") < reasons.index("Completed")
 

@@ -36,8 +36,9 @@ def test_a_campaign_is_sent_to_every_recipient_and_completes(rig: CampaignRig) -
     assert status["checkpoint"]["completedChunks"] == "0" and status["checkpoint"]["chunks"] == 1
     assert status["checkpoint"]["recipientsDigest"].startswith("sha256:")
     assert status["observedGeneration"] == created["metadata"]["generation"]
+    rig.wait_event("hello", "Completed")  # kopf posts Events from its own queue, in order
     reasons = [e["reason"] for e in rig.events("hello")]
-    assert reasons[0] == "Started" and "Completed" in reasons
+    assert reasons[0] == "Started" and reasons.count("Completed") == 1
     message = next(m for m in rig.sink.messages() if m.rcpt_tos == ["r7@example.org"]).message
     assert message["Subject"] == "[hello] Hello User 7" and message["List-ID"] == "<news.acme.example>"
     print(f"apply to first message: {first_message:.2f} s")

@@ -30,6 +30,7 @@ from tests.operator.pool_support import (
     pool_when,
     ready_pool,
     sender_pool,
+    warning_event,
     warning_events,
 )
 from tests.sender.conftest import campaign_wire, recipients
@@ -59,7 +60,7 @@ def test_a_missing_smtp_secret_is_a_condition_until_it_exists_then_mail_goes_out
     )
     assert 'secret "smtp-auth" not found' in condition(pool, "Degraded")["message"]
     assert condition(pool, "Ready")["status"] == "False"
-    assert "smtp-auth" in warning_events(kube, ns, "auth")[-1]["message"]
+    assert "smtp-auth" in warning_event(kube, ns, "auth", "CreateContainerConfigError")["message"]
 
     kube.create(
         f"/api/v1/namespaces/{ns}/secrets",
@@ -107,8 +108,8 @@ def test_a_spec_the_sender_refuses_is_a_condition_and_an_event_and_changes_nothi
     ready = condition(pool, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert pool["status"]["observedGeneration"] == patched["metadata"]["generation"]
-    [event] = [e for e in warning_events(kube, ns, "picky") if e["reason"] == "SenderConfigRejected"]
-    assert event["message"] == message
+    assert warning_event(kube, ns, "picky", "SenderConfigRejected")["message"] == message
+    assert [e["reason"] for e in warning_events(kube, ns, "picky")].count("SenderConfigRejected") == 1
     # Nothing was applied: the pods run on as they were.
     assert (
         existing(kube, deployment_path(ns, "picky"))["metadata"]["generation"]
@@ -157,7 +158,7 @@ def test_an_unreachable_redis_is_a_condition(
         timeout=30,
         what="Ready: NoReadyReplicas",
     )
-    assert any(e["reason"] == "RedisUnreachable" for e in warning_events(kube, ns, "cut"))
+    assert f"{net.LOOPBACK}:{port}" in warning_event(kube, ns, "cut", "RedisUnreachable")["message"]
 
 
 def _pod(template: Json, name: str) -> Json:

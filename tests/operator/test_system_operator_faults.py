@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +86,18 @@ def _versions(system: SystemRig) -> dict[str, str]:
     return {c["metadata"]["name"]: c["metadata"]["resourceVersion"] for c in found}
 
 
+def _reasons(system: SystemRig, name: str) -> list[str]:
+    return [e["reason"] for e in campaign_events(system.kube, system.namespace, name)]
+
+
 def _started_once_never_republished(system: SystemRig, names: list[str]) -> None:
+    def completed_noted(name: str) -> list[str] | None:
+        reasons = _reasons(system, name)
+        return reasons if "Completed" in reasons else None
+
     for name in names:
-        reasons = [e["reason"] for e in campaign_events(system.kube, system.namespace, name)]
+        # Completed is the last Event, and kopf posts them in order: once it is in, so is every other.
+        reasons = eventually(partial(completed_noted, name), timeout=30, what=f"{name}: the Completed Event")
         assert reasons.count("Started") == 1 and "Republished" not in reasons, (name, reasons)
 
 
