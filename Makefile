@@ -1,5 +1,5 @@
 # One-command set-up and test. `make test` installs what it needs on a fresh
-# machine (Python deps, Debian packages, control-plane binaries), then runs
+# machine (Python deps, Debian packages, control-plane binaries, Prometheus), then runs
 # ruff, mypy and the whole pytest suite against real servers.
 
 SHELL := /bin/bash
@@ -11,22 +11,25 @@ PHASE    := hack/phase.sh
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help setup venv system-packages controlplane monitoring-crds lint typecheck pytest test \
+.PHONY: help setup venv system-packages controlplane prometheus monitoring-crds lint typecheck pytest test \
         cluster-up cluster-down lock clean bench-sender
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-setup: venv system-packages controlplane monitoring-crds  ## Install everything the tests need
+setup: venv system-packages controlplane prometheus monitoring-crds  ## Install everything the tests need
 
 venv:  ## Python venv with the locked dependencies (uv.lock)
 	@$(PHASE) venv bash -c 'uv=$$(hack/ensure-uv.sh) && $$uv sync --frozen --compile-bytecode --python python3'
 
-system-packages:  ## redis-server, postfix (smtp-sink), prometheus (promtool) from Debian
+system-packages:  ## redis-server, postfix (smtp-sink), iproute2 from Debian
 	@$(PHASE) system-packages hack/install-system-packages.sh
 
 controlplane:  ## Build (or reuse) kube-apiserver, -controller-manager, -scheduler, etcd, kubectl, helm
 	@$(PHASE) controlplane hack/controlplane/build.sh >/dev/null
+
+prometheus:  ## Build (or reuse) upstream prometheus and promtool: Debian's lacks Kubernetes discovery
+	@$(PHASE) prometheus hack/prometheus.sh >/dev/null
 
 monitoring-crds:  ## Fetch (or reuse) the Prometheus Operator's CRDs from its Go module, for the chart's tests
 	@$(PHASE) monitoring-crds hack/monitoring-crds.sh >/dev/null

@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests run for real, when they are missing:
-#   redis-server (Redis), postfix (for smtp-sink), prometheus (the server, and promtool),
-#   iproute2 (`ip`: the node agent routes the pod network on loopback).
+#   redis-server (Redis), postfix (for smtp-sink), iproute2 (`ip`: the node agent routes the pod
+#   network on loopback). Prometheus and promtool are built from upstream by hack/prometheus.sh:
+#   Debian's prometheus has no Kubernetes service discovery.
 # Needs root (or sudo) for apt-get. Does nothing when everything is present.
 set -euo pipefail
 
 declare -A wanted=(
   [redis-server]=redis-server
   [smtp-sink]=postfix
-  [promtool]=prometheus
-  [prometheus]=prometheus
   [ip]=iproute2
 )
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
@@ -31,7 +30,7 @@ $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >&2
 # The packages start their daemons where an init system runs; the tests start
 # their own instances on free ports, so stop any that came up.
-for svc in redis-server postfix prometheus; do
+for svc in redis-server postfix; do
   $sudo service "$svc" stop >/dev/null 2>&1 || true
 done
 for cmd in "${!wanted[@]}"; do

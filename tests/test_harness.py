@@ -58,6 +58,16 @@ def test_versions_are_stamped(controlplane: ControlPlane) -> None:
         [str(helm), "version", "--template", "{{.Version}}"], capture_output=True, text=True, check=True
     ).stdout
     assert version == f"v{VERSIONS['HELM_VERSION']}"
+    for program in ("prometheus", "promtool"):
+        stamped = subprocess.run(
+            [str(binaries.prometheus_binary(program)), "--version"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        # Kubernetes discovery built in: what the chart's monitoring tests find their targets with.
+        assert stamped.startswith(f"{program}, version {VERSIONS['PROMETHEUS_VERSION']} "), stamped
+        assert "enable_kubernetes_sd" in stamped, stamped
 
 
 @pytest.mark.usefixtures("crds")
@@ -201,7 +211,7 @@ def test_promtool_runs_rule_tests(tmp_path: Path) -> None:
         "  alert_rule_test:\n  - eval_time: 2m\n    alertname: Down\n"
         "    exp_alerts:\n    - exp_labels: {job: x}\n"
     )
-    promtool = binaries.system_binary("promtool")
+    promtool = binaries.prometheus_binary("promtool")
     result = subprocess.run(
         [str(promtool), "test", "rules", "test.yaml"], cwd=tmp_path, capture_output=True, text=True
     )

@@ -67,7 +67,7 @@ def write_rules_file(rule: Json, directory: Path) -> Path:
 
 
 def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    command = [str(binaries.system_binary("promtool")), *args]
+    command = [str(binaries.prometheus_binary("promtool")), *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=120)
 
 

@@ -1,7 +1,8 @@
-"""The chart's monitoring, end to end, with a real Prometheus server (Debian's `prometheus`): it finds
-the operator and the sender pods through `kubernetes_sd_configs` against the local apiserver, with the
-scrape configs the Prometheus Operator would make of the release's ServiceMonitor and PodMonitor
-(tests.harness.prometheus_monitors), scrapes them at their pod IPs, and evaluates the `spec.groups` of
+"""The chart's monitoring, end to end, with a real Prometheus server (upstream, hack/prometheus.sh): it
+finds the operator and the sender pods through `kubernetes_sd_configs` against the local apiserver, as
+an identity that may only read pods, Services and endpoints, with the scrape configs the Prometheus
+Operator would make of the release's ServiceMonitor and PodMonitor (tests.harness.prometheus_monitors),
+scrapes them at their pod IPs, and evaluates the `spec.groups` of
 the release's PrometheusRule. Then, with short `for` durations from values:
 
 - the SMTP relay stops while a campaign sends: MailtrainRelayUnreachable fires for the pool's sender
@@ -29,11 +30,10 @@ import pytest
 
 from tests.chart import helm_release as hr
 from tests.harness.controlplane import ControlPlane
-from tests.harness.kube_sd import KubeDiscovery
 from tests.harness.kubeapi import Json
 from tests.harness.local_node import LocalNode
-from tests.harness.prometheus import Prometheus
-from tests.harness.prometheus_monitors import scrape_configs
+from tests.harness.prometheus import Prometheus, discovery_kubeconfig
+from tests.harness.prometheus_monitors import kubernetes_sd, scrape_configs
 from tests.harness.smtp_sink import RecordingSink
 from tests.operator.pool_support import condition, patch_pool, pods, pool_when, ready_pool
 
@@ -68,13 +68,6 @@ def release(
     if found.exists():
         chart_crds.kubectl("delete", "mailcampaigns", "--all", "-n", ns, "--timeout=60s", check=False)
         found.uninstall()
-
-
-@pytest.fixture
-def discovery(chart_crds: ControlPlane) -> Iterator[KubeDiscovery]:
-    found = KubeDiscovery(chart_crds.api).start()
-    yield found
-    found.stop()
 
 
 @pytest.fixture
@@ -179,7 +172,6 @@ def _pool_goes_short_and_recovers(plane: ControlPlane, server: Prometheus, ns: s
 def test_prometheus_scrapes_the_release_and_the_pool_and_relay_alerts_fire_and_resolve(
     chart_crds: ControlPlane,
     release: hr.Release,
-    discovery: KubeDiscovery,
     prometheus: list[Prometheus],
     redis_url: str,
     make_recording_sink: Callable[..., RecordingSink],
@@ -196,7 +188,7 @@ def test_prometheus_scrapes_the_release_and_the_pool_and_relay_alerts_fire_and_r
     documents = release.manifest()
     monitors = [d for d in documents if d["kind"] in ("ServiceMonitor", "PodMonitor")]
     [rule] = [d for d in documents if d["kind"] == "PrometheusRule"]
-    configs = scrape_configs(monitors, discovery.sd_config)
+    configs = scrape_configs(monitors, kubernetes_sd({"kubeconfig_file": str(discovery_kubeconfig(plane))}))
     server = Prometheus(tmp_path / "prometheus", configs, rule["spec"]["groups"])
     prometheus.append(server.start())
     assert {r["name"] for r in server.rules()} >= {

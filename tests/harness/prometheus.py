@@ -1,9 +1,10 @@
-"""A real Prometheus server (Debian's `prometheus`, the package promtool comes from) on a free
-loopback port, with storage of its own, for tests and `make demo`.
+"""A real Prometheus server (upstream, built by hack/prometheus.sh) on a free loopback port, with
+storage of its own, for tests and `make demo`.
 
 It finds its targets through `kubernetes_sd_configs` against the local apiserver (the caller gives the
 scrape configs: `tests.harness.prometheus_monitors` makes them from ServiceMonitors and PodMonitors, as
-the Prometheus Operator does), scrapes them at their pod IPs, and evaluates a rules file, e.g. the
+the Prometheus Operator does; `discovery_kubeconfig` gives it the identity and the read-only RBAC a
+cluster's Prometheus has), scrapes them at their pod IPs, and evaluates a rules file, e.g. the
 `spec.groups` of the chart's PrometheusRule. Intervals are short (1 s), so a test sees an alert go
 pending, fire and resolve within seconds of what its `for` says.
 
@@ -23,16 +24,27 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from tests.harness import binaries, net
+from tests.harness.kubeapi import KubeApiError
+
+if TYPE_CHECKING:
+    from tests.harness.controlplane import ControlPlane
 
 Json = dict[str, Any]
 T = TypeVar("T")
 
 STARTUP_TIMEOUT = 60.0
+DISCOVERY_USER = "prometheus"
+# What Prometheus's Kubernetes discovery reads for roles pod and endpoints (the Prometheus Operator's
+# example ClusterRole, less what the tests never scrape: nodes, ingresses, /metrics of the apiserver).
+DISCOVERY_RULES = [
+    {"apiGroups": [""], "resources": ["pods", "services", "endpoints"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+]
 
 
 class PrometheusError(RuntimeError):
@@ -81,7 +93,7 @@ class Prometheus:
         self.root.mkdir(parents=True, exist_ok=True)
         self.write_config()
         check = subprocess.run(
-            [str(binaries.system_binary("promtool")), "check", "config", str(self.config_file)],
+            [str(binaries.prometheus_binary("promtool")), "check", "config", str(self.config_file)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -89,7 +101,7 @@ class Prometheus:
         if check.returncode != 0:
             raise PrometheusError(f"promtool refuses {self.config_file}:\n{check.stdout}{check.stderr}")
         args = [
-            str(binaries.system_binary("prometheus")),
+            str(binaries.prometheus_binary("prometheus")),
             f"--config.file={self.config_file}",
             f"--storage.tsdb.path={self.root / 'data'}",
             f"--web.listen-address={net.LOOPBACK}:{self.port}",
@@ -184,6 +196,25 @@ class Prometheus:
                 return last
             time.sleep(interval)
         raise AssertionError(f"not within {timeout:g}s: {what} (last seen: {last!r})")
+
+
+def discovery_kubeconfig(plane: ControlPlane) -> Path:
+    """A kubeconfig for Prometheus's Kubernetes discovery: its own identity, bound to a ClusterRole that
+    only reads pods, Services and endpoints, as a cluster's Prometheus is."""
+    name = f"{DISCOVERY_USER}-discovery"
+    role = {"metadata": {"name": name}, "rules": DISCOVERY_RULES}
+    binding = {
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": DISCOVERY_USER}],
+    }
+    for kind, body in (("clusterroles", role), ("clusterrolebindings", binding)):
+        try:
+            plane.api.create(f"/apis/rbac.authorization.k8s.io/v1/{kind}", body)
+        except KubeApiError as exc:
+            if exc.status != 409:  # made for an earlier test on this control plane: the same object
+                raise
+    return plane.kubeconfig_for(DISCOVERY_USER)
 
 
 def _without_proxies() -> dict[str, str]:

@@ -46,7 +46,7 @@ def test_a_scrape_returns_every_family_and_the_server_stops_on_sigterm(
         loaded = families["mailtrain_operator_recipients_loaded"].samples
         assert {s.labels["outcome"] for s in loaded} == {"published", "invalid", "duplicate"}
 
-        promtool = binaries.system_binary("promtool")
+        promtool = binaries.prometheus_binary("promtool")
         checked = subprocess.run(
             [str(promtool), "check", "metrics"], input=exposition, capture_output=True, text=True, timeout=30
         )

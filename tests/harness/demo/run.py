@@ -71,9 +71,8 @@ def demo(mode: str, svg: Path | None) -> int:
         _step(console, f"helm install {scenario.RELEASE} -n {scenario.RELEASE_NAMESPACE}", started)
     if not state.alive("prometheus"):
         with console.status("prometheus: scraping the pods, loading the chart's alerts ..."):
-            pid, server_pid, url = monitoring.start(kube, DemoState.DIR / "monitoring")
+            pid, url = monitoring.start(kube, DemoState.DIR / "monitoring")
         state.remember("prometheus", pid, url)
-        state.remember("prometheus-server", server_pid, url)  # stopped by the former; here if it was not
         _step(console, f"prometheus at {url}", started)
     relay_url = state.urls["mailpit"]
     run = Run(

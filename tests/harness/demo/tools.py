@@ -1,7 +1,8 @@
 """The binaries `make demo` needs, built or found in the cache, with a progress bar per binary while a
-cold build runs: hack/controlplane/build.sh (kube-apiserver and friends, helm) and hack/mailpit.sh.
+cold build runs: hack/controlplane/build.sh (kube-apiserver and friends, helm), hack/prometheus.sh
+(prometheus, promtool) and hack/mailpit.sh.
 
-Both scripts report on stderr (hack/go-progress.sh): `build: <name>: 412/1583 packages, 1m05s`. Here
+The scripts report on stderr (hack/go-progress.sh): `build: <name>: 412/1583 packages, 1m05s`. Here
 each report moves that binary's bar; any other line is printed as it comes.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from tests.harness.binaries import BUILD_SCRIPT, MissingBinaryError
+from tests.harness.binaries import BUILD_SCRIPT, PROMETHEUS_BUILD_SCRIPT, MissingBinaryError
 from tests.harness.demo import mailpit
 
 LINE = re.compile(r"^build: (?P<name>[\w.-]+): (?P<what>.*?)(?:, (?P<elapsed>[\dms]+))?$")
@@ -80,5 +81,7 @@ def ensure(console: Console) -> tuple[Path, Path]:
     """(the control-plane bin directory, the mailpit binary), building what is missing."""
     bin_dir = Path(_run([str(BUILD_SCRIPT)], "control-plane binaries", console))
     os.environ["MAILTRAIN_BIN_DIR"] = str(bin_dir)  # the harness asks build.sh no more
+    prometheus = _run([str(PROMETHEUS_BUILD_SCRIPT)], "prometheus", console)
+    os.environ["MAILTRAIN_PROMETHEUS_DIR"] = prometheus  # nor hack/prometheus.sh
     binary = Path(_run(mailpit.build_command(), "mailpit", console))
     return bin_dir, binary
