@@ -18,6 +18,7 @@ import textwrap
 from mailtrain_operator.settings import OperatorSettings, SettingsError, load_settings, variable
 
 EXIT_BAD_SETTINGS = 2
+EXIT_STARTUP_FAILED = 1
 
 
 def _settings_help() -> str:
@@ -54,4 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     from mailtrain_operator import framework
 
     framework.configure_logging(settings)
-    framework.run(settings)
+    try:
+        framework.run(settings)
+    except framework.StartupFailed as exc:
+        print(f"mailtrain-operator: cannot start: {exc}", file=sys.stderr)
+        sys.exit(EXIT_STARTUP_FAILED)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 import kopf
+from kopf._core.engines.activities import ActivityError  # what kopf.run raises; kopf exports it not
 
 from mailtrain_operator.metrics import METRICS
 from mailtrain_operator.settings import OperatorSettings
@@ -211,15 +212,25 @@ def identity() -> str:
     return os.environ.get("POD_ID") or f"{socket.gethostname()}/{started}/{os.getpid()}"
 
 
+class StartupFailed(Exception):
+    """A startup handler gave up (kopf.PermanentError: a missing peering object, CRD or permission, an
+    address in use): why, in one line."""
+
+
 def run(settings: OperatorSettings) -> None:
     """Run kopf until SIGTERM or SIGINT, with the handlers of the `handlers` package."""
     from mailtrain_operator import handlers  # noqa: F401
 
     me = identity()
-    kopf.run(
-        clusterwide=settings.clusterwide,
-        namespaces=settings.namespaces,
-        liveness_endpoint=f"http://{settings.health_listen}/healthz",
-        memo=kopf.Memo({_MEMO_KEY: settings, _IDENTITY_KEY: me}),
-        identity=cast(Any, me),  # kopf's Identity is a NewType of str it does not export
-    )
+    try:
+        kopf.run(
+            clusterwide=settings.clusterwide,
+            namespaces=settings.namespaces,
+            liveness_endpoint=f"http://{settings.health_listen}/healthz",
+            memo=kopf.Memo({_MEMO_KEY: settings, _IDENTITY_KEY: me}),
+            identity=cast(Any, me),  # kopf's Identity is a NewType of str it does not export
+        )
+    except ActivityError as exc:
+        # kopf logged each failure already; the exit says it once more, instead of a traceback.
+        reasons = [str(outcome.exception) for outcome in exc.outcomes.values() if outcome.exception]
+        raise StartupFailed("; ".join(reasons) or str(exc)) from None

@@ -4,7 +4,8 @@ kopf elects the active replica through a peering object: a `ClusterKopfPeering` 
 watches every namespace, else a `KopfPeering` in each watched namespace, all named
 `settings.peering_name`. kopf only patches that object and never creates it; with mandatory peering
 a missing object would leave every replica paused, silently, for good. So the startup handler
-creates each one (RBAC: `create` on the kind, `get` on that name).
+creates each one (RBAC: `create` on the kind, `get` on that name), or, with `create_peering` off
+(the chart, which renders them), stops the operator naming the missing object.
 
 kopf resumes a replica as soon as its first look at the peering object shows no live peer above it,
 so two replicas started together could both be active for a moment (seen: 8 ms, both resumed).
@@ -51,7 +52,9 @@ def _where(namespace: str | None) -> str:
     return "ClusterKopfPeering" if namespace is None else f"KopfPeering in namespace {namespace!r}"
 
 
-async def _ensure(api: client.CustomObjectsApi, name: str, namespace: str | None) -> bool:
+async def _ensure(
+    api: client.CustomObjectsApi, name: str, namespace: str | None, *, create_missing: bool
+) -> bool:
     """True if this call created the object, False if it was there."""
     body: dict[str, Any] = {"apiVersion": f"{GROUP}/{VERSION}", "metadata": {"name": name}}
     if namespace is None:
@@ -70,6 +73,12 @@ async def _ensure(api: client.CustomObjectsApi, name: str, namespace: str | None
             raise PeeringUnavailable(f"may not read the {_where(namespace)} {name!r}: {_RBAC}") from None
         if exc.status != 404:
             raise  # the apiserver's trouble: kopf retries the startup handler
+    if not create_missing:
+        raise PeeringUnavailable(
+            f"the {_where(namespace)} {name!r} does not exist: the chart renders it "
+            "(templates/peering.yaml); without the chart, create it, or set "
+            "MAILTRAIN_OPERATOR_CREATE_PEERING=true and grant `create` on its kind"
+        )
     try:
         await kube.call(*create)
     except ApiException as exc:
@@ -94,7 +103,7 @@ async def ensure_objects(settings: OperatorSettings) -> list[str]:
     namespaces: tuple[str | None, ...] = settings.namespaces or (None,)
     created = []
     for namespace in namespaces:
-        if await _ensure(api, settings.peering_name, namespace):
+        if await _ensure(api, settings.peering_name, namespace, create_missing=settings.create_peering):
             created.append(f"{_where(namespace)} {settings.peering_name!r}")
     return created
 

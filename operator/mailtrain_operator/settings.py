@@ -97,6 +97,12 @@ class OperatorSettings(BaseSettings):
         "peering is mandatory: a missing peering object stops the operator rather than letting two "
         "replicas reconcile the same campaign at once.",
     )
+    create_peering: bool = Field(
+        default=True,
+        description="Create a missing peering object at start (RBAC: `create` on its kind, which cannot be "
+        "limited to one name). The chart renders its peering objects itself and sets this to false, so its "
+        "operator holds no `create` there; a missing object then stops the operator with the reason.",
+    )
     peering_lifetime: int = Field(
         default=30,
         ge=10,

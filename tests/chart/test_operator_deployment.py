@@ -27,7 +27,7 @@ from tests.harness.local_node import TEST_PYTHON_IMAGE, LocalNode
 from tests.harness.operator_process import RESUMED
 
 APPLIED_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
-APPLIED_KINDS |= {"Deployment", "Service", "PodDisruptionBudget"}
+APPLIED_KINDS |= {"Deployment", "Service", "PodDisruptionBudget", "KopfPeering", "ClusterKopfPeering"}
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def applied(chart_crds: ControlPlane, local_node: LocalNode) -> Iterator[list[li
         namespace = chart.one(documents, "Deployment")["metadata"]["namespace"]
         _wait_gone(chart_crds, namespace)
         for doc in documents:
-            if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            if doc["kind"] in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"):
                 chart_crds.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], check=False)
 
 

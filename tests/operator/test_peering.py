@@ -242,3 +242,41 @@ async def test_without_the_rbac_rules_the_operator_says_what_to_grant(
     expected = f"may not read the KopfPeering in namespace '{namespace}' '{PEERING}': grant the chart's"
     with pytest.raises(peering.PeeringUnavailable, match=expected):
         await peering.ensure_objects(OperatorSettings(namespaces=(namespace,)))
+
+
+async def test_told_not_to_create_it_a_missing_peering_object_is_named_and_an_existing_one_used(
+    kopf_peering_crds: ControlPlane, namespace: str, operator_client: Callable[[Path], None]
+) -> None:
+    operator_client(kopf_peering_crds.kubeconfig)
+    kube = kopf_peering_crds.api
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    chart_like = OperatorSettings(peering_name=name, namespaces=(namespace,), create_peering=False)
+    expected = f"the KopfPeering in namespace '{namespace}' '{name}' does not exist: the chart renders it"
+    with pytest.raises(peering.PeeringUnavailable, match=expected):
+        await peering.ensure_objects(chart_like)
+    assert kube.get(f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{name}") is None  # not made
+    kube.create(
+        f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings",
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": name}},
+    )
+    assert await peering.ensure_objects(chart_like) == []
+
+
+def test_a_missing_peering_object_it_may_not_create_stops_the_operator_with_one_line(
+    kopf_peering_crds: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    operator = OperatorProcess(
+        kopf_peering_crds, (namespace,), tmp_path, {"create_peering": "false"}, peering=name
+    )
+    try:
+        code = operator.launch().wait_exit(timeout=60)
+    finally:
+        operator.stop()
+    log = operator.log_text()
+    assert code == 1 and "Traceback" not in log, log
+    assert log.strip().splitlines()[-1] == (
+        f"mailtrain-operator: cannot start: the KopfPeering in namespace {namespace!r} {name!r} does not "
+        "exist: the chart renders it (templates/peering.yaml); without the chart, create it, or set "
+        "MAILTRAIN_OPERATOR_CREATE_PEERING=true and grant `create` on its kind"
+    )
