@@ -53,26 +53,29 @@ FORBIDDEN: list[tuple[str, str, str]] = [
 
 
 def peering_rules(resource: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
-    """Needed and forbidden on kopf's peering kind `resource`: any object listed, watched and created;
-    only ours read and written."""
-    needed = [("list", resource, ""), ("watch", resource, ""), ("create", resource, "")]
+    """Needed and forbidden on kopf's peering kind `resource`: any object listed and watched; only ours
+    read and written; none created (the chart renders ours)."""
+    needed = [("list", resource, ""), ("watch", resource, "")]
     needed += [("get", f"{resource}/{PEERING}", ""), ("patch", f"{resource}/{PEERING}", "")]
     forbidden = [(verb, f"{resource}/someone-else", "") for verb in ("get", "patch", "update", "delete")]
-    return needed, [*forbidden, ("delete", f"{resource}/{PEERING}", "")]
+    return needed, [*forbidden, ("delete", f"{resource}/{PEERING}", ""), ("create", resource, "")]
 
 
-# The templates these tests install: the identity and its rules, not the operator's Deployment (which
-# would start operators in the test's namespace) nor the rest (tests/chart/ covers the whole chart).
-TEMPLATES = ("templates/serviceaccount.yaml", "templates/rbac.yaml")
+# The templates these tests install: the identity, its rules and the peering objects, not the
+# operator's Deployment (which would start operators in the test's namespace) nor the rest
+# (tests/chart/ covers the whole chart).
+TEMPLATES = ("templates/serviceaccount.yaml", "templates/rbac.yaml", "templates/peering.yaml")
 
 
-def render(release: str, namespace: str, directory: Path, **values: object) -> list[Json]:
+def render(
+    release: str, namespace: str, directory: Path, templates: tuple[str, ...] = TEMPLATES, **values: object
+) -> list[Json]:
     values_file = directory / f"{release}-values.json"
     values_file.write_text(json.dumps(values))
     env = {"HOME": str(directory), "PATH": "/usr/bin:/bin"}
     helm = binaries.controlplane_binary("helm")
     command = [str(helm), "template", release, str(CHART), "-n", namespace, "-f", str(values_file)]
-    command += [f"--show-only={template}" for template in TEMPLATES]
+    command += [f"--show-only={template}" for template in templates]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
@@ -129,9 +132,21 @@ class Installed:
 
 
 def install(
-    plane: ControlPlane, release: str, namespace: str, directory: Path, **values: object
+    plane: ControlPlane,
+    release: str,
+    namespace: str,
+    directory: Path,
+    values: dict[str, object] | None = None,
+    *,
+    templates: tuple[str, ...] = TEMPLATES,
+    leave_out: tuple[str, ...] = (),
 ) -> Installed:
-    documents = render(release, namespace, directory, **values)
+    """Renders `templates` and applies them, but for the kinds in `leave_out`."""
+    documents = [
+        d
+        for d in render(release, namespace, directory, templates, **(values or {}))
+        if d["kind"] not in leave_out
+    ]
     manifest = "\n---\n".join(json.dumps(doc) for doc in documents)
     plane.kubectl("apply", "--server-side", "-f", "-", input=manifest)
     return Installed(plane, namespace, documents)
@@ -140,5 +155,5 @@ def install(
 def uninstall(installed: Installed) -> None:
     """The cluster-scoped objects (the namespaced ones go with their namespaces)."""
     for doc in installed.documents:
-        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"):
             installed.plane.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], check=False)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from tests.chart.helm_release import pool_value
 from tests.cluster.helpers import eventually, pod, pod_ip_env, ready_pod
 from tests.harness import net
 from tests.harness.controlplane import ControlPlane
@@ -37,6 +38,7 @@ from tests.operator.rbac_chart import (
 )
 
 IMAGE = "ghcr.io/mailtrain-operator/operator:0.1.0"
+HOOK_TEMPLATES = ("templates/uninstall-hook.yaml",)
 ELSEWHERE = "not-watched"  # a namespace the operator is not given (RBAC answers whether it exists or not)
 
 
@@ -49,7 +51,7 @@ def chart(
     installed: list[Installed] = []
 
     def install_release(namespace: str, **values: object) -> Installed:
-        release = install(crds, f"r{uuid.uuid4().hex[:8]}", namespace, tmp_path, **values)
+        release = install(crds, f"r{uuid.uuid4().hex[:8]}", namespace, tmp_path, values)
         installed.append(release)
         return release
 
@@ -85,7 +87,8 @@ def test_cluster_wide_rules_grant_what_the_operator_needs_in_every_namespace_and
     chart: Callable[..., Installed], namespace: str
 ) -> None:
     release = chart(namespace)
-    assert {d["kind"] for d in release.documents} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+    kinds = {d["kind"] for d in release.documents}
+    assert kinds == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}
     for where in (namespace, ELSEWHERE):
         assert _denied(release.answers(NEEDED, where)) == [], where
         assert _granted(release.answers(FORBIDDEN, where)) == [], where
@@ -114,7 +117,8 @@ def test_namespaced_rules_hold_in_the_watched_namespaces_and_nothing_elsewhere(
     release = chart(namespace, watchNamespaces=[namespace, second_namespace])
     kinds = sorted(d["kind"] for d in release.documents)
     roles = ["Role", "Role", "RoleBinding", "RoleBinding"]
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", *roles, "ServiceAccount"]
+    peerings = ["KopfPeering", "KopfPeering"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", *peerings, *roles, "ServiceAccount"]
     needed, forbidden = peering_rules("kopfpeerings.kopf.dev")
     for where in (namespace, second_namespace):
         assert _denied(release.answers(NEEDED + needed, where)) == [], where
@@ -141,6 +145,37 @@ def test_namespaced_rules_hold_in_the_watched_namespaces_and_nothing_elsewhere(
     )
     _kubectl_agrees(release, ELSEWHERE, ("get", "secrets", "", False), ("list", CAMPAIGNS, "", False))
     _kubectl_agrees(release, None, ("watch", "namespaces", "", True), ("list", CAMPAIGNS, "", False))
+
+
+def test_the_uninstall_hook_may_list_and_delete_the_pools_of_their_namespaces_and_nothing_else(
+    crds: ControlPlane, namespace: str, second_namespace: str, tmp_path: Path
+) -> None:
+    pools = [pool_value("a", 2525, processes=1, rate=1), pool_value("b", 2525, processes=1, rate=1)]
+    pools[1]["namespace"] = second_namespace
+    name = f"r{uuid.uuid4().hex[:8]}"
+    # The hook's ServiceAccount, Roles and RoleBindings; not its Job, which would delete the pools.
+    hook = install(
+        crds, name, namespace, tmp_path, {"pools": pools}, templates=HOOK_TEMPLATES, leave_out=("Job",)
+    )
+    try:
+        assert sorted(d["kind"] for d in hook.documents) == [
+            *["Role", "Role", "RoleBinding", "RoleBinding"],
+            "ServiceAccount",
+        ]
+        needed = [("list", POOLS, ""), ("delete", POOLS, "")]
+        forbidden = [(verb, POOLS, "") for verb in ("get", "watch", "create", "update", "patch")]
+        forbidden += [("deletecollection", POOLS, ""), ("patch", POOLS, "status")]
+        forbidden += [
+            (verb, kind, "") for kind in (CAMPAIGNS, "secrets", "deployments.apps") for verb in ALL_VERBS
+        ]
+        for where in (namespace, second_namespace):
+            assert _denied(hook.answers(needed, where)) == [], where
+            assert _granted(hook.answers(forbidden, where)) == [], where
+        assert _granted(hook.answers(needed, ELSEWHERE)) == []
+        assert _granted(hook.answers(needed, None)) == []  # not cluster-wide
+        _kubectl_agrees(hook, second_namespace, ("delete", POOLS, "", True), ("get", POOLS, "", False))
+    finally:
+        uninstall(hook)
 
 
 def kubeconfig_of(release: Installed, plane: ControlPlane) -> Path:
@@ -249,6 +284,7 @@ def test_the_operator_runs_as_a_pod_under_the_charts_service_account_without_a_r
             {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "MAILTRAIN_OPERATOR_NAMESPACES", "value": namespace},
             {"name": "MAILTRAIN_OPERATOR_PEERING_LIFETIME", "value": "10"},
+            {"name": "MAILTRAIN_OPERATOR_CREATE_PEERING", "value": "false"},  # as the chart's Deployment
             {"name": "MAILTRAIN_OPERATOR_HEALTH_LISTEN", "value": f"$(POD_IP):{port}"},
             {"name": "MAILTRAIN_OPERATOR_METRICS_LISTEN", "value": f"$(POD_IP):{net.free_port()}"},
         ],
@@ -267,6 +303,8 @@ def test_the_operator_runs_as_a_pod_under_the_charts_service_account_without_a_r
         raise AssertionError(f"{exc}\n{log()[-3000:]}") from exc
     peering = kube.get(f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{PEERING}") or {}
     assert "operator" in (peering.get("status") or {})  # its identity is the pod's name
-    assert "created the peering object" in log()
+    # The chart's object, which the operator found: it may not create one, and did not try.
+    assert peering["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+    assert "created the peering object" not in log()
     for refusal in ("403", "Forbidden", "forbidden", "Not enough permissions"):
         assert refusal not in log(), log()
