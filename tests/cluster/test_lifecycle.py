@@ -5,6 +5,7 @@ that keeps the pods' processes."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from tests.cluster.helpers import (
     container_status,
@@ -19,7 +20,7 @@ from tests.cluster.helpers import (
 )
 from tests.harness.controlplane import ControlPlane
 from tests.harness.kubeapi import Json, KubeApi
-from tests.harness.local_node import LocalNode
+from tests.harness.local_node import FILES_IN_TMP_IMAGE, LocalNode
 from tests.harness.net import process_running
 
 
@@ -134,6 +135,26 @@ def test_an_image_not_in_the_table_waits_with_a_reason_and_the_agent_carries_on(
     eventually(lambda: ready(_pod(kube, namespace, "known")), timeout=30, what="the next pod still runs")
     kube.delete(f"/api/v1/namespaces/{namespace}/pods/unknown")
     eventually(lambda: not _pod(kube, namespace, "unknown"), timeout=30, what="a waiting pod deletes too")
+
+
+def test_an_images_files_under_tmp_stay_visible_below_the_containers_private_tmp(
+    kube: KubeApi, namespace: str, local_node: LocalNode
+) -> None:
+    # What a checkout under /tmp needs: its venv is the sender's and the operator's image.
+    assert local_node.image_files.is_relative_to("/tmp"), "the node's directory must be under /tmp here"
+    container: Json = {"name": "main", "image": FILES_IN_TMP_IMAGE, "args": ["hello"]}
+    kube.create(f"/api/v1/namespaces/{namespace}/pods", pod("tmp-files", [container]))
+    expected = f"image files in {local_node.image_files}: hello"
+    eventually(
+        lambda: expected in local_node.container_log(namespace, "tmp-files", "main"),
+        timeout=30,
+        what=f"{expected!r} in the container's log",
+    )
+    # Its /tmp is still its own: the image's directory is there, and nothing else of the node's /tmp.
+    uid = _pod(kube, namespace, "tmp-files")["metadata"]["uid"]
+    [pid] = [pid for (pod_uid, name), pid in local_node.container_pids().items() if pod_uid == uid]
+    inside = Path(f"/proc/{pid}/root/tmp")
+    assert not (inside / local_node.root.relative_to("/tmp") / "agent.log").exists()
 
 
 def test_a_restarted_agent_adopts_running_containers_and_sweeps_strays(

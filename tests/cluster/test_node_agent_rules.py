@@ -14,7 +14,7 @@ from tests.harness.node_agent.fields import field_value, resource_value
 from tests.harness.node_agent.images import LocalImage, container_argv, expand, normalize
 from tests.harness.node_agent.network import AddressPool
 from tests.harness.node_agent.status import ContainerStatus, pod_phase
-from tests.harness.node_agent.volumes import token_refresh_delay
+from tests.harness.node_agent.volumes import Mount, hidden_image_dirs, token_refresh_delay
 
 
 @pytest.mark.parametrize(
@@ -150,3 +150,14 @@ def test_address_pool_hands_out_distinct_addresses_and_keeps_a_pods_own(tmp_path
         assert again.range == pool.range
     finally:
         again.close()
+
+
+def test_an_images_directory_below_a_mount_is_bound_back_read_only_and_no_other() -> None:
+    tmp = Mount(Path("/node/.tmp/main"), "/tmp", read_only=False)
+    data = Mount(Path("/node/volumes/data"), "/srv/data", read_only=False)
+    directories = ["/tmp/checkout", "/tmp", "/srv/data/x/", "/usr/lib/python3", "/tmpfoo/checkout"]
+    assert hidden_image_dirs([tmp, data], directories) == [
+        Mount(Path("/tmp/checkout"), "/tmp/checkout", read_only=True),
+        Mount(Path("/srv/data/x"), "/srv/data/x", read_only=True),
+    ]
+    assert hidden_image_dirs([], directories) == []

@@ -27,6 +27,10 @@ STOP_TIMEOUT = 30.0  # the agent gives each container at most 10 s, then SIGKILL
 # An image for tests and experiments: the venv's python, so `args: [some/program.py]` runs a program
 # of the repository in a pod.
 TEST_PYTHON_IMAGE = "mailtrain.test/python"
+# An image whose files (a shell script) sit in the node's directory, under /tmp in tests, where each
+# container has a private /tmp: they must stay visible, as a checkout under /tmp must for the images
+# above. The script prints its arguments and sleeps.
+FILES_IN_TMP_IMAGE = "mailtrain.test/files-in-tmp"
 
 
 @dataclass
@@ -42,6 +46,11 @@ class LocalNode:
         return self.root / "agent.log"
 
     @property
+    def image_files(self) -> Path:
+        """The files of FILES_IN_TMP_IMAGE."""
+        return self.root / "image-files"
+
+    @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
 
@@ -55,9 +64,14 @@ class LocalNode:
         proxy_kubeconfig = self.controlplane.kubeconfig_for("system:kube-proxy")
         cert, key = self.controlplane.ca.serving().write(self.root / "pki", "kubelet-serving")
         test_image = self.root / "test-image.toml"
+        script = self.image_files / "run.sh"
+        script.parent.mkdir(exist_ok=True)
+        script.write_text('echo "image files in $(dirname "$0"): $*"\nexec sleep 3600\n')
         test_image.write_text(
             f'[[image]]\nrepositories = ["{TEST_PYTHON_IMAGE}"]\nentrypoint = ["{sys.executable}"]\n'
-            f'readable = ["{python_home()}"]\n'
+            f'readable = ["{python_home()}", "{binaries.REPO_ROOT}"]\n'
+            f'[[image]]\nrepositories = ["{FILES_IN_TMP_IMAGE}"]\nentrypoint = ["/bin/sh", "{script}"]\n'
+            f'readable = ["{script.parent}"]\nuser = [10001, 10001]\n'
         )
         args = [
             sys.executable,

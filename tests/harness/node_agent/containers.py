@@ -29,7 +29,7 @@ from tests.harness.node_agent.probes import ProbeLoop, ProbeTarget, run_probe
 from tests.harness.node_agent.processes import Identity, exit_code, signal_process, spawn
 from tests.harness.node_agent.status import ContainerStatus
 from tests.harness.node_agent.supervision import Supervision
-from tests.harness.node_agent.volumes import Mount, PodVolumes
+from tests.harness.node_agent.volumes import Mount, PodVolumes, hidden_image_dirs
 
 BACKOFF_INITIAL, BACKOFF_MAX, BACKOFF_RESET_AFTER = 10.0, 300.0, 600.0
 RETRY = 2.0  # a container waiting for its config, or for a program to appear, is tried again this often
@@ -215,11 +215,12 @@ class ContainerRunner:
         os.chown(directory, identity.uid, identity.gid)
         return str(directory)
 
-    def _mounts(self, ctx: PodContext, env: dict[str, str]) -> list[Mount]:
+    def _mounts(self, ctx: PodContext, launch: Launch) -> list[Mount]:
         """The pod's volumes, and a private /tmp unless a volume is mounted there: an image's /tmp is its
         own, and two pods must not meet in one (health files, sockets). The pod's /etc/hosts, unless a
-        volume is mounted there (the kubelet's rule too)."""
-        mounts = self.rt.volumes.mounts(ctx.pod, self.spec, env)
+        volume is mounted there (the kubelet's rule too). Then the image's own directories, read-only,
+        where a mount above would hide them: a checkout under /tmp holds the venv the image runs."""
+        mounts = self.rt.volumes.mounts(ctx.pod, self.spec, launch.env)
         if self.rt.hosts_file is not None and not any(m.target.rstrip("/") == "/etc/hosts" for m in mounts):
             mounts.append(Mount(self.rt.hosts_file, "/etc/hosts", read_only=False))
         if not any(m.target.rstrip("/") == "/tmp" for m in mounts):
@@ -228,7 +229,7 @@ class ContainerRunner:
                 tmp.mkdir(parents=True)
                 tmp.chmod(0o1777)
             mounts.append(Mount(tmp, "/tmp", read_only=False))
-        return mounts
+        return mounts + hidden_image_dirs(mounts, launch.readable)
 
     async def _start(self) -> Supervision | None:
         ctx = self.rt.context()
@@ -240,7 +241,7 @@ class ContainerRunner:
         cgroup = self.rt.cgroups.container(pod_uid, self.name)
         process = await spawn(
             launch.argv,
-            self._mounts(ctx, launch.env),
+            self._mounts(ctx, launch),
             launch.working_dir,
             launch.identity,
             launch.env,

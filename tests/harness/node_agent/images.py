@@ -50,8 +50,10 @@ class LocalImage:
     env: Mapping[str, str] = field(default_factory=lambda: {"PATH": DEFAULT_PATH})
     # None: a private writable directory per container, standing in for the image's root filesystem.
     working_dir: str | None = None
-    # Directories the program needs whatever user it runs as: an image has its own interpreter, but here
-    # the venv's may sit in a directory that only root may enter (pyenv's under /root, mode 0700).
+    # Directories the program needs whatever user it runs as, and whatever is mounted above them: an
+    # image has its own interpreter and files, but here the venv's interpreter may sit in a directory
+    # only root may enter (pyenv's under /root, mode 0700), and the checkout with the venv under /tmp,
+    # where each container has a private /tmp.
     readable: tuple[str, ...] = ()
 
     def missing_program(self, argv: list[str], env: Mapping[str, str]) -> str | None:
@@ -75,7 +77,7 @@ def python_home() -> str:
 
 
 def default_images() -> list[LocalImage]:
-    python = (python_home(),)
+    python = (python_home(), str(REPO_ROOT))
     python_env = {
         "PATH": f"{VENV_BIN}:{DEFAULT_PATH}",
         "PYTHONUNBUFFERED": "1",

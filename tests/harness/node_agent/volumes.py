@@ -17,8 +17,9 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tests.harness.node_agent.atomic_writer import write_atomic
@@ -47,6 +48,18 @@ class Mount:
     source: Path
     target: str
     read_only: bool
+
+
+def hidden_image_dirs(mounts: list[Mount], directories: Iterable[str]) -> list[Mount]:
+    """Read-only binds that keep each of an image's directories at its own path where a mount's target
+    lies above it (the container's private /tmp over a checkout in /tmp): a volume never hides the
+    image's files, as it cannot in a real container, whose image is a filesystem of its own."""
+    found = []
+    for directory in directories:
+        path = PurePosixPath(directory)
+        if any(PurePosixPath(m.target) in path.parents for m in mounts):
+            found.append(Mount(Path(directory), str(path), read_only=True))
+    return found
 
 
 def token_refresh_delay(expiration_seconds: int) -> float:
