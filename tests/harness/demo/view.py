@@ -21,16 +21,25 @@ def _justify(column: str) -> Literal["left", "right"]:
     return "left" if column in ("campaign", "phase", "progress") else "right"
 
 
-def _bar(done: float, total: float, width: int = 28) -> ProgressBar:
-    return ProgressBar(total=max(total, 1), completed=min(done, max(total, 1)), width=width)
+def _bar(done: float, total: float) -> ProgressBar:
+    """A bar as wide as its column gives it: on a narrow terminal the bars shrink (to 4 cells), and the
+    names and figures beside them stay whole."""
+    return ProgressBar(total=max(total, 1), completed=min(done, max(total, 1)), width=None)
 
 
 def live(model: ViewModel | None, mode: str, note: str = "") -> RenderableType:
     if model is None:
         return Panel(Text(note or "waiting for the campaigns ..."), title=f"make demo ({mode})")
-    campaigns = Table(expand=True, box=None, pad_edge=False)
+    campaigns = Table(expand=True, box=None, pad_edge=False, collapse_padding=True)
     for column in ("campaign", "phase", "progress", "done", "sent", "failed", "rate"):
-        campaigns.add_column(column, justify=_justify(column), no_wrap=True)
+        bar = column == "progress"  # takes what the others leave
+        campaigns.add_column(
+            column,
+            justify=_justify(column),
+            no_wrap=True,
+            ratio=1 if bar else None,
+            min_width=6 if bar else None,
+        )
     for c in model.campaigns:
         campaigns.add_row(
             c.name,
@@ -51,10 +60,13 @@ def live(model: ViewModel | None, mode: str, note: str = "") -> RenderableType:
             Text("yes", style="green") if p.ready else Text("no", style="yellow"),
             ", ".join(p.campaigns) or Text("-", style="dim"),
         )
-    rate = Table.grid(padding=(0, 1))
+    rate = Table.grid(padding=(0, 1), expand=True)
+    rate.add_column(no_wrap=True)
+    rate.add_column(ratio=1)
+    rate.add_column(no_wrap=True)
     rate.add_row(
         Text("pool rate", style="bold"),
-        _bar(model.pool_rate, model.throttle or max(model.pool_rate, 1), width=40),
+        _bar(model.pool_rate, model.throttle or max(model.pool_rate, 1)),
         f"{model.pool_rate:5.1f}/s of {model.throttle:g}/s throttle"
         if model.throttle
         else f"{model.pool_rate:.1f}/s",
@@ -62,8 +74,8 @@ def live(model: ViewModel | None, mode: str, note: str = "") -> RenderableType:
     split = f"split now {model.split or '-'}"
     if model.seed_split_seen:
         split += f"  (seed's split seen: {model.seed_split_seen})"
-    relay = f"   relay holds {model.delivered} messages" if model.delivered >= 0 else ""
-    footer = Text(f"{split}{relay}   {note}", style="dim")
+    relay = f"relay holds {model.delivered} messages" if model.delivered >= 0 else ""
+    footer = Text("\n".join(line for line in (split, f"{relay}   {note}".strip()) if line), style="dim")
     return Panel(
         Group(campaigns, Text(""), pods, Text(""), rate, footer),
         title=f"make demo ({mode}): {model.at:5.1f} s since apply",
