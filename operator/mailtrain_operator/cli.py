@@ -18,7 +18,7 @@ import textwrap
 from mailtrain_operator.settings import OperatorSettings, SettingsError, load_settings, variable
 
 EXIT_BAD_SETTINGS = 2
-EXIT_STARTUP_FAILED = 1
+EXIT_OPERATOR_FAILED = 1
 
 
 def _settings_help() -> str:
@@ -57,6 +57,6 @@ def main(argv: list[str] | None = None) -> None:
     framework.configure_logging(settings)
     try:
         framework.run(settings)
-    except framework.StartupFailed as exc:
-        print(f"mailtrain-operator: cannot start: {exc}", file=sys.stderr)
-        sys.exit(EXIT_STARTUP_FAILED)
+    except framework.OperatorFailed as exc:
+        print(f"mailtrain-operator: stopped: {exc}", file=sys.stderr)
+        sys.exit(EXIT_OPERATOR_FAILED)

@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 import kopf
-from kopf._core.engines.activities import ActivityError  # what kopf.run raises; kopf exports it not
 
 from mailtrain_operator.metrics import METRICS
 from mailtrain_operator.settings import OperatorSettings
@@ -212,9 +211,9 @@ def identity() -> str:
     return os.environ.get("POD_ID") or f"{socket.gethostname()}/{started}/{os.getpid()}"
 
 
-class StartupFailed(Exception):
-    """A startup handler gave up (kopf.PermanentError: a missing peering object, CRD or permission, an
-    address in use): why, in one line."""
+class OperatorFailed(Exception):
+    """kopf stopped because handlers of an activity gave up (kopf.PermanentError in a startup handler: a
+    missing peering object, CRD or permission, an address in use): why, in one line."""
 
 
 def run(settings: OperatorSettings) -> None:
@@ -230,7 +229,11 @@ def run(settings: OperatorSettings) -> None:
             memo=kopf.Memo({_MEMO_KEY: settings, _IDENTITY_KEY: me}),
             identity=cast(Any, me),  # kopf's Identity is a NewType of str it does not export
         )
-    except ActivityError as exc:
-        # kopf logged each failure already; the exit says it once more, instead of a traceback.
-        reasons = [str(outcome.exception) for outcome in exc.outcomes.values() if outcome.exception]
-        raise StartupFailed("; ".join(reasons) or str(exc)) from None
+    except Exception as exc:
+        # kopf's ActivityError (not exported: matched by its `outcomes`, one per handler). kopf logged
+        # each failure already; the exit says it once more, instead of a traceback.
+        outcomes = getattr(exc, "outcomes", None)
+        if not isinstance(outcomes, dict):
+            raise
+        reasons = [str(outcome.exception) for outcome in outcomes.values() if outcome.exception]
+        raise OperatorFailed("; ".join(reasons) or str(exc)) from None

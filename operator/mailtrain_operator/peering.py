@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 from typing import Any
 
 from kubernetes import client
@@ -46,6 +47,28 @@ _RBAC = "grant the chart's RBAC rules (helm/mailtrain-operator/templates/rbac.ya
 class PeeringUnavailable(Exception):
     """A peering object can neither be found nor created, and retrying will not change that: what to
     fix, in one line."""
+
+
+class PeeringMissing(PeeringUnavailable):
+    """The peering object does not exist and this operator may not create it: it may yet appear (Helm
+    creates kinds it does not know, such as KopfPeering, after the Deployment)."""
+
+
+def _object_missing(exc: ApiException, name: str) -> bool:
+    """Whether a 404 is for the object rather than its kind: only then does the apiserver's Status name
+    it (a kind it does not serve gets `404 page not found`)."""
+    try:
+        status = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return False
+    return isinstance(status, dict) and (status.get("details") or {}).get("name") == name
+
+
+def _not_installed(namespace: str | None) -> PeeringUnavailable:
+    return PeeringUnavailable(
+        f"the {_where(namespace)} kind is not installed: apply the chart's CRDs "
+        "(helm/mailtrain-operator/crds/kopf-peering.yaml)"
+    )
 
 
 def _where(namespace: str | None) -> str:
@@ -73,8 +96,10 @@ async def _ensure(
             raise PeeringUnavailable(f"may not read the {_where(namespace)} {name!r}: {_RBAC}") from None
         if exc.status != 404:
             raise  # the apiserver's trouble: kopf retries the startup handler
+        if not _object_missing(exc, name):
+            raise _not_installed(namespace) from None
     if not create_missing:
-        raise PeeringUnavailable(
+        raise PeeringMissing(
             f"the {_where(namespace)} {name!r} does not exist: the chart renders it "
             "(templates/peering.yaml); without the chart, create it, or set "
             "MAILTRAIN_OPERATOR_CREATE_PEERING=true and grant `create` on its kind"
@@ -85,10 +110,7 @@ async def _ensure(
         if exc.status == 409:  # another replica created it meanwhile
             return False
         if exc.status == 404:
-            raise PeeringUnavailable(
-                f"the {_where(namespace)} kind is not installed: apply the chart's CRDs "
-                "(helm/mailtrain-operator/crds/kopf-peering.yaml)"
-            ) from None
+            raise _not_installed(namespace) from None
         if exc.status == 403:
             raise PeeringUnavailable(f"may not create the {_where(namespace)} {name!r}: {_RBAC}") from None
         raise

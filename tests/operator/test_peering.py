@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from kubernetes.config import kube_config
 
 from mailtrain_operator import kube as operator_kube
@@ -262,21 +264,59 @@ async def test_told_not_to_create_it_a_missing_peering_object_is_named_and_an_ex
     assert await peering.ensure_objects(chart_like) == []
 
 
+def test_a_missing_peering_object_is_told_from_a_missing_kind_by_the_apiservers_answer(
+    kopf_peering_crds: ControlPlane, namespace: str, operator_client: Callable[[Path], None]
+) -> None:
+    operator_client(kopf_peering_crds.kubeconfig)
+    api = client.CustomObjectsApi(operator_kube.api_client())
+    answers = {}
+    for plural in (peering.NAMESPACED_PLURAL, "nosuchkinds"):
+        with pytest.raises(ApiException) as refused:
+            api.get_namespaced_custom_object(peering.GROUP, peering.VERSION, namespace, plural, "absent")
+        assert refused.value.status == 404
+        answers[plural] = refused.value
+    assert peering._object_missing(answers[peering.NAMESPACED_PLURAL], "absent")
+    assert not peering._object_missing(answers[peering.NAMESPACED_PLURAL], "another")
+    assert not peering._object_missing(answers["nosuchkinds"], "absent")
+
+
+def _operator_told_not_to_create(
+    plane: ControlPlane, namespace: str, root: Path, name: str
+) -> OperatorProcess:
+    return OperatorProcess(plane, (namespace,), root, {"create_peering": "false"}, peering=name)
+
+
+def test_a_peering_object_that_appears_late_is_waited_for(
+    kopf_peering_crds: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    operator = _operator_told_not_to_create(kopf_peering_crds, namespace, tmp_path, name).launch()
+    try:
+        operator.wait_for_log("does not exist", timeout=60)  # it looked once, and looks again
+        kopf_peering_crds.api.create(
+            f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings",
+            {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": name}},
+        )
+        operator.wait_for_log(RESUMED, timeout=60)
+        assert operator.running()
+    finally:
+        operator.stop()
+
+
 def test_a_missing_peering_object_it_may_not_create_stops_the_operator_with_one_line(
     kopf_peering_crds: ControlPlane, namespace: str, tmp_path: Path
 ) -> None:
     name = f"t-{uuid.uuid4().hex[:10]}"
-    operator = OperatorProcess(
-        kopf_peering_crds, (namespace,), tmp_path, {"create_peering": "false"}, peering=name
-    )
+    operator = _operator_told_not_to_create(kopf_peering_crds, namespace, tmp_path, name)
     try:
-        code = operator.launch().wait_exit(timeout=60)
+        # It looks for about PEERING_LOOKS * PEERING_LOOK_DELAY seconds (30), then gives up.
+        code = operator.launch().wait_exit(timeout=120)
     finally:
         operator.stop()
     log = operator.log_text()
     assert code == 1 and "Traceback" not in log, log
-    assert log.strip().splitlines()[-1] == (
-        f"mailtrain-operator: cannot start: the KopfPeering in namespace {namespace!r} {name!r} does not "
+    assert (
+        f"mailtrain-operator: stopped: the KopfPeering in namespace {namespace!r} {name!r} does not "
         "exist: the chart renders it (templates/peering.yaml); without the chart, create it, or set "
         "MAILTRAIN_OPERATOR_CREATE_PEERING=true and grant `create` on its kind"
-    )
+    ) in log.splitlines()
