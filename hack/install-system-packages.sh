@@ -30,7 +30,8 @@ $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >&2
 # The packages start their daemons where an init system runs; the tests start
 # their own instances on free ports, so stop any that came up.
-for svc in redis-server postfix; do
+# (prometheus: a machine set up before the tests built their own may still run Debian's on :9090.)
+for svc in redis-server postfix prometheus; do
   $sudo service "$svc" stop >/dev/null 2>&1 || true
 done
 for cmd in "${!wanted[@]}"; do

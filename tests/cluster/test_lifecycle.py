@@ -141,7 +141,6 @@ def test_an_images_files_under_tmp_stay_visible_below_the_containers_private_tmp
     kube: KubeApi, namespace: str, local_node: LocalNode
 ) -> None:
     # What a checkout under /tmp needs: its venv is the sender's and the operator's image.
-    assert local_node.image_files.is_relative_to("/tmp"), "the node's directory must be under /tmp here"
     container: Json = {"name": "main", "image": FILES_IN_TMP_IMAGE, "args": ["hello"]}
     kube.create(f"/api/v1/namespaces/{namespace}/pods", pod("tmp-files", [container]))
     expected = f"image files in {local_node.image_files}: hello"
@@ -153,8 +152,10 @@ def test_an_images_files_under_tmp_stay_visible_below_the_containers_private_tmp
     # Its /tmp is still its own: the image's directory is there, and nothing else of the node's /tmp.
     uid = _pod(kube, namespace, "tmp-files")["metadata"]["uid"]
     [pid] = [pid for (pod_uid, name), pid in local_node.container_pids().items() if pod_uid == uid]
-    inside = Path(f"/proc/{pid}/root/tmp")
-    assert not (inside / local_node.root.relative_to("/tmp") / "agent.log").exists()
+    inside = Path(f"/proc/{pid}/root")
+    assert (inside / local_node.image_files.relative_to("/") / "run.sh").is_file()
+    assert not (inside / "tmp/mailtrain-node-agent/ranges").exists()  # the node agent's, in the node's /tmp
+    assert Path("/tmp/mailtrain-node-agent/ranges").is_dir()
 
 
 def test_a_restarted_agent_adopts_running_containers_and_sweeps_strays(

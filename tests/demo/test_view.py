@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from rich.console import Console
 
@@ -23,7 +25,7 @@ def _drawn(width: int) -> list[str]:
     for at, sent in ((0.0, 0), (1.0, 20), (2.0, 40)):
         campaigns = tuple(CampaignState(NAMES[i], uids[i], "Sending", 240, sent, 0, 0) for i in range(5))
         timeline.add(Snapshot(at, campaigns, PODS, split, throttle=40))
-    console = Console(width=width, color_system=None, force_terminal=False, record=True)
+    console = Console(width=width, color_system=None, force_terminal=False, record=True, file=io.StringIO())
     console.print(view.live(view_model(timeline), "parallel"))
     return console.export_text().splitlines()
 

@@ -10,6 +10,7 @@ and NodeRestriction), a serving certificate from the cluster CA for `kubectl log
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import subprocess
 import sys
@@ -47,8 +48,10 @@ class LocalNode:
 
     @property
     def image_files(self) -> Path:
-        """The files of FILES_IN_TMP_IMAGE."""
-        return self.root / "image-files"
+        """The files of FILES_IN_TMP_IMAGE: under /tmp wherever the node's directory is, one directory
+        per node directory (a few bytes, left for the next start)."""
+        key = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]
+        return Path("/tmp/mailtrain-node-agent/image-files") / key
 
     @property
     def logs_dir(self) -> Path:
@@ -65,7 +68,7 @@ class LocalNode:
         cert, key = self.controlplane.ca.serving().write(self.root / "pki", "kubelet-serving")
         test_image = self.root / "test-image.toml"
         script = self.image_files / "run.sh"
-        script.parent.mkdir(exist_ok=True)
+        script.parent.mkdir(parents=True, exist_ok=True)
         script.write_text('echo "image files in $(dirname "$0"): $*"\nexec sleep 3600\n')
         test_image.write_text(
             f'[[image]]\nrepositories = ["{TEST_PYTHON_IMAGE}"]\nentrypoint = ["{sys.executable}"]\n'

@@ -22,8 +22,8 @@ def _justify(column: str) -> Literal["left", "right"]:
 
 
 def _bar(done: float, total: float) -> ProgressBar:
-    """A bar as wide as its column gives it: on a narrow terminal the bars shrink (to 4 cells), and the
-    names and figures beside them stay whole."""
+    """A bar as wide as its column gives it: on a narrow terminal the bars shrink, and the names and
+    figures beside them stay whole."""
     return ProgressBar(total=max(total, 1), completed=min(done, max(total, 1)), width=None)
 
 

@@ -141,6 +141,9 @@ def launch_argv(
     enter = [f"{MKDIR} -p {shlex.quote(working_dir)}", f"cd {shlex.quote(working_dir)}"]
     script = [
         "set -e",
+        # A container runtime's umask, whatever the agent's: mountpoints made here (the path down to an
+        # image directory bound back in the private /tmp) must be open to the container's user.
+        "umask 022",
         f"echo $$ > {shlex.quote(str(cgroup / 'cgroup.procs'))}",
         'if [ -n "$HOSTNAME" ]; then echo "$HOSTNAME" > /proc/sys/kernel/hostname; fi',  # its own UTS
         *opening,
