@@ -45,6 +45,13 @@ def _built_dir(script: Path, what: str) -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+def _executable(directory: Path, name: str, script: Path) -> Path:
+    path = directory / name
+    if not os.access(path, os.X_OK):
+        raise MissingBinaryError(f"{path} is missing; run {script}")
+    return path
+
+
 @functools.cache
 def controlplane_bin_dir() -> Path:
     """The cached directory with kube-apiserver, kubectl, etcd and helm (built on first use)."""
@@ -53,10 +60,7 @@ def controlplane_bin_dir() -> Path:
 
 
 def controlplane_binary(name: str) -> Path:
-    path = controlplane_bin_dir() / name
-    if not os.access(path, os.X_OK):
-        raise MissingBinaryError(f"{path} is missing; run {BUILD_SCRIPT}")
-    return path
+    return _executable(controlplane_bin_dir(), name, BUILD_SCRIPT)
 
 
 @functools.cache
@@ -68,10 +72,7 @@ def prometheus_bin_dir() -> Path:
 
 def prometheus_binary(name: str) -> Path:
     """`prometheus` or `promtool`, the upstream build: Debian's has no Kubernetes discovery."""
-    path = prometheus_bin_dir() / name
-    if not os.access(path, os.X_OK):
-        raise MissingBinaryError(f"{path} is missing; run {PROMETHEUS_BUILD_SCRIPT}")
-    return path
+    return _executable(prometheus_bin_dir(), name, PROMETHEUS_BUILD_SCRIPT)
 
 
 def system_binary(name: str) -> Path:
