@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -31,38 +32,57 @@ def parse(line: str) -> tuple[str, str] | None:
 
 
 def _run(command: list[str], what: str, console: Console) -> str:
-    """Runs a build script; its progress lines drive the bars. Its last stdout line is the result."""
-    env = dict(os.environ, MAILTRAIN_PROGRESS_INTERVAL="1")
+    """Runs a build script; its progress lines drive the bars. Its last stdout line is the result.
+    Not on a terminal (a log, a pipe), rich would draw the bars only once they are all done: there the
+    lines themselves are printed as they come, every 10 s."""
     started = time.monotonic()
-    with (
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc,
-        Progress(
-            TextColumn("[bold]{task.description:<24}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[what]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        ) as progress,
-    ):
-        assert proc.stderr is not None and proc.stdout is not None
-        tasks: dict[str, TaskID] = {}
-        for line in proc.stderr:
-            parsed = parse(line)
-            if parsed is None:
-                progress.console.print(line.rstrip(), markup=False, highlight=False)
-                continue
-            name, now = parsed
-            if name not in tasks:
-                tasks[name] = progress.add_task(name, total=None, what="")
-            _advance(progress, tasks[name], now)
-        out = proc.stdout.read()
-    if proc.returncode != 0:
-        raise MissingBinaryError(f"{' '.join(command)} failed with exit code {proc.returncode} ({what})")
+    if console.is_terminal:
+        env = dict(os.environ, MAILTRAIN_PROGRESS_INTERVAL="1")
+        with _bars(console) as progress:
+            tasks: dict[str, TaskID] = {}
+
+            def show(line: str) -> None:
+                parsed = parse(line)
+                if parsed is None:
+                    progress.console.print(line.rstrip(), markup=False, highlight=False)
+                    return
+                name, now = parsed
+                if name not in tasks:
+                    tasks[name] = progress.add_task(name, total=None, what="")
+                _advance(progress, tasks[name], now)
+
+            code, out = _stream(command, env, show)
+    else:
+        code, out = _stream(command, dict(os.environ), lambda line: print(line.rstrip(), flush=True))
+    if code != 0:
+        raise MissingBinaryError(f"{' '.join(command)} failed with exit code {code} ({what})")
     if time.monotonic() - started > 5:
         console.print(f"[green]✔[/] {what} built in {time.monotonic() - started:.0f} s")
     return out.strip().splitlines()[-1]
+
+
+def _bars(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description:<24}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[what]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _stream(command: list[str], env: dict[str, str], show: Callable[[str], None]) -> tuple[int, str]:
+    """(exit code, stdout) of a build script, each stderr line shown as it comes."""
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        assert proc.stderr is not None and proc.stdout is not None
+        for line in proc.stderr:
+            show(line)
+        out = proc.stdout.read()
+    return proc.returncode, out
 
 
 def _advance(progress: Progress, task: TaskID, now: str) -> None:
