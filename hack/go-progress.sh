@@ -83,3 +83,14 @@ go_module_dir() {
   json=$(go mod download -json "$1@$2") || { echo "$json" >&2; return 1; }
   sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json"
 }
+
+# lock_build DIR NAME: one build into DIR at a time (two cold `make test` runs, or the demo beside the
+# tests), held until the script exits; a line says so when it has to wait. The lock's descriptor (9)
+# goes to the go commands too: a build left running by a killed script holds it until it ends.
+lock_build() {
+  exec 9>"$1/.lock"
+  if ! flock -n 9; then
+    echo "build: $2: waiting for another build of it, 0s" >&2
+    flock 9
+  fi
+}

@@ -22,6 +22,11 @@ if [ -x "$bin/mailpit" ]; then
 fi
 command -v go >/dev/null || { echo "mailpit.sh: go is required to build mailpit" >&2; exit 1; }
 mkdir -p "$bin"
+lock_build "$bin" mailpit
+if [ -x "$bin/mailpit" ]; then   # built by the build this one waited for
+  echo "$bin/mailpit"
+  exit 0
+fi
 echo "build: mailpit: downloading github.com/axllent/mailpit@v${MAILPIT_VERSION}, 0s" >&2
 src=$(go_module_dir github.com/axllent/mailpit "v${MAILPIT_VERSION}")
 go_build_progress mailpit "$bin/.mailpit.partial" "$src" . -trimpath \

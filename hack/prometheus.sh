@@ -35,10 +35,7 @@ if built; then
 fi
 command -v go >/dev/null || { echo "prometheus.sh: go is required to build prometheus" >&2; exit 1; }
 mkdir -p "$bin"
-# One build at a time (two cold `make test` runs, or the demo and the tests): the second waits, then
-# finds the binaries built.
-exec 9>"$bin/.lock"
-flock 9
+lock_build "$bin" prometheus   # a second build waits, then finds the binaries built
 if built; then
   echo "$bin"
   exit 0

@@ -28,6 +28,9 @@ fi
 
 command -v go >/dev/null || { echo "build.sh: go is required to build ${missing[*]}" >&2; exit 1; }
 mkdir -p "$bin"
+lock_build "$bin" control-plane   # a second build waits, then builds only what is still missing
+missing=()
+for t in "${tools[@]}"; do [ -x "$bin/$t" ] || missing+=("$t"); done
 tmp="$bin/.partial"
 mkdir -p "$tmp"
 minor=${KUBE_VERSION#*.}; minor=${minor%%.*}

@@ -5,7 +5,8 @@ watches every namespace, else a `KopfPeering` in each watched namespace, all nam
 `settings.peering_name`. kopf only patches that object and never creates it; with mandatory peering
 a missing object would leave every replica paused, silently, for good. So the startup handler
 creates each one (RBAC: `create` on the kind, `get` on that name), or, with `create_peering` off
-(the chart, which renders them), stops the operator naming the missing object.
+(the chart, which renders them), looks for it again for about 30 s, then stops the operator naming
+the missing object.
 
 kopf resumes a replica as soon as its first look at the peering object shows no live peer above it,
 so two replicas started together could both be active for a moment (seen: 8 ms, both resumed).
@@ -54,14 +55,20 @@ class PeeringMissing(PeeringUnavailable):
     creates kinds it does not know, such as KopfPeering, after the Deployment)."""
 
 
-def _object_missing(exc: ApiException, name: str) -> bool:
-    """Whether a 404 is for the object rather than its kind: only then does the apiserver's Status name
-    it (a kind it does not serve gets `404 page not found`)."""
+def _not_found(exc: ApiException) -> dict[str, Any]:
+    """The `details` of a 404's Status: what the apiserver did not find (empty for a kind it does not
+    serve, which gets a plain `404 page not found`)."""
     try:
         status = json.loads(exc.body or "{}")
     except (TypeError, ValueError):
-        return False
-    return isinstance(status, dict) and (status.get("details") or {}).get("name") == name
+        return {}
+    details = status.get("details") if isinstance(status, dict) else None
+    return details if isinstance(details, dict) else {}
+
+
+def _object_missing(exc: ApiException, name: str) -> bool:
+    """Whether a 404 is for the object rather than its kind: only then does the Status name it."""
+    return _not_found(exc).get("name") == name
 
 
 def _not_installed(namespace: str | None) -> PeeringUnavailable:
@@ -109,6 +116,10 @@ async def _ensure(
     except ApiException as exc:
         if exc.status == 409:  # another replica created it meanwhile
             return False
+        if exc.status == 404 and _not_found(exc).get("kind") == "namespaces":
+            raise PeeringUnavailable(
+                f"namespace {namespace!r} does not exist: the operator watches it"
+            ) from None
         if exc.status == 404:
             raise _not_installed(namespace) from None
         if exc.status == 403:

@@ -101,7 +101,8 @@ class OperatorSettings(BaseSettings):
         default=True,
         description="Create a missing peering object at start (RBAC: `create` on its kind, which cannot be "
         "limited to one name). The chart renders its peering objects itself and sets this to false, so its "
-        "operator holds no `create` there; a missing object then stops the operator with the reason.",
+        "operator holds no `create` there; a missing object is looked for again for about 30 s, then stops "
+        "the operator with the reason.",
     )
     peering_lifetime: int = Field(
         default=30,

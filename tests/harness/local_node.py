@@ -10,7 +10,7 @@ and NodeRestriction), a serving certificate from the cluster CA for `kubectl log
 
 from __future__ import annotations
 
-import hashlib
+import os
 import signal
 import subprocess
 import sys
@@ -48,10 +48,9 @@ class LocalNode:
 
     @property
     def image_files(self) -> Path:
-        """The files of FILES_IN_TMP_IMAGE: under /tmp wherever the node's directory is, one directory
-        per node directory (a few bytes, left for the next start)."""
-        key = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]
-        return Path("/tmp/mailtrain-node-agent/image-files") / key
+        """The files of FILES_IN_TMP_IMAGE: under /tmp wherever the node's directory is; one directory
+        for every node (the same script), left for the next start."""
+        return Path("/tmp/mailtrain-node-agent/image-files")
 
     @property
     def logs_dir(self) -> Path:
@@ -69,7 +68,9 @@ class LocalNode:
         test_image = self.root / "test-image.toml"
         script = self.image_files / "run.sh"
         script.parent.mkdir(parents=True, exist_ok=True)
-        script.write_text('echo "image files in $(dirname "$0"): $*"\nexec sleep 3600\n')
+        written = script.with_name(f".run.sh.{os.getpid()}")  # replaced whole: a running node may read it
+        written.write_text('echo "image files in $(dirname "$0"): $*"\nexec sleep 3600\n')
+        written.replace(script)
         test_image.write_text(
             f'[[image]]\nrepositories = ["{TEST_PYTHON_IMAGE}"]\nentrypoint = ["{sys.executable}"]\n'
             f'readable = ["{python_home()}", "{binaries.REPO_ROOT}"]\n'

@@ -116,3 +116,34 @@ def test_the_identity_needs_no_password_database_entry(monkeypatch: pytest.Monke
     assert framework.identity().startswith(socket.gethostname() + "/")
     monkeypatch.setenv("POD_ID", "mailtrain-operator-7d9f-x2k4q")
     assert framework.identity() == "mailtrain-operator-7d9f-x2k4q"
+
+
+class _GaveUp(Exception):
+    """What kopf.run raises when handlers of an activity failed for good (kopf's ActivityError)."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("One or more handlers failed.")
+        self.outcomes = {f"h{i}": _Outcome(RuntimeError(r)) for i, r in enumerate(reasons)}
+        self.outcomes["fine"] = _Outcome(None)
+
+
+class _Outcome:
+    def __init__(self, exception: BaseException | None) -> None:
+        self.exception = exception
+
+
+def test_kopf_giving_up_is_one_reason_and_anything_else_goes_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    def gives_up(**_: object) -> None:
+        raise _GaveUp(["cannot serve /metrics on 127.0.0.1:9090: Address already in use", "no CRD"])
+
+    monkeypatch.setattr(kopf, "run", gives_up)
+    with pytest.raises(framework.OperatorFailed) as failed:
+        framework.run(OperatorSettings())
+    assert str(failed.value) == "cannot serve /metrics on 127.0.0.1:9090: Address already in use; no CRD"
+
+    def breaks(**_: object) -> None:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(kopf, "run", breaks)
+    with pytest.raises(RuntimeError, match="a bug of ours"):
+        framework.run(OperatorSettings())

@@ -27,6 +27,7 @@ from kubernetes.config import kube_config
 
 from mailtrain_operator import kube as operator_kube
 from mailtrain_operator import peering
+from mailtrain_operator.handlers import startup
 from mailtrain_operator.settings import OperatorSettings
 from tests.cluster.helpers import eventually
 from tests.harness.controlplane import ControlPlane
@@ -254,7 +255,7 @@ async def test_told_not_to_create_it_a_missing_peering_object_is_named_and_an_ex
     name = f"t-{uuid.uuid4().hex[:10]}"
     chart_like = OperatorSettings(peering_name=name, namespaces=(namespace,), create_peering=False)
     expected = f"the KopfPeering in namespace '{namespace}' '{name}' does not exist: the chart renders it"
-    with pytest.raises(peering.PeeringUnavailable, match=expected):
+    with pytest.raises(peering.PeeringMissing, match=expected):  # looked for again, unlike the rest
         await peering.ensure_objects(chart_like)
     assert kube.get(f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{name}") is None  # not made
     kube.create(
@@ -278,6 +279,20 @@ def test_a_missing_peering_object_is_told_from_a_missing_kind_by_the_apiservers_
     assert peering._object_missing(answers[peering.NAMESPACED_PLURAL], "absent")
     assert not peering._object_missing(answers[peering.NAMESPACED_PLURAL], "another")
     assert not peering._object_missing(answers["nosuchkinds"], "absent")
+
+
+async def test_told_not_to_create_it_a_missing_kind_is_said_at_once_and_not_looked_for_again(
+    kopf_peering_crds: ControlPlane,
+    namespace: str,
+    operator_client: Callable[[Path], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    operator_client(kopf_peering_crds.kubeconfig)
+    monkeypatch.setattr(peering, "NAMESPACED_PLURAL", "nosuchkinds")  # a kind the apiserver does not serve
+    chart_like = OperatorSettings(namespaces=(namespace,), create_peering=False)
+    with pytest.raises(peering.PeeringUnavailable, match="kind is not installed") as refused:
+        await peering.ensure_objects(chart_like)
+    assert not isinstance(refused.value, peering.PeeringMissing)
 
 
 def _operator_told_not_to_create(
@@ -309,12 +324,13 @@ def test_a_missing_peering_object_it_may_not_create_stops_the_operator_with_one_
     name = f"t-{uuid.uuid4().hex[:10]}"
     operator = _operator_told_not_to_create(kopf_peering_crds, namespace, tmp_path, name)
     try:
-        # It looks for about PEERING_LOOKS * PEERING_LOOK_DELAY seconds (30), then gives up.
+        # It looks PEERING_LOOKS times, PEERING_LOOK_DELAY seconds apart (28 s), then gives up.
         code = operator.launch().wait_exit(timeout=120)
     finally:
         operator.stop()
     log = operator.log_text()
     assert code == 1 and "Traceback" not in log, log
+    assert log.count("(looking again)") == startup.PEERING_LOOKS - 1
     assert (
         f"mailtrain-operator: stopped: the KopfPeering in namespace {namespace!r} {name!r} does not "
         "exist: the chart renders it (templates/peering.yaml); without the chart, create it, or set "

@@ -15,6 +15,7 @@ from aiohttp import web
 from mailtrain_operator import framework, metrics, peering
 
 _METRICS_RUNNER = "metrics_runner"
+_PEERING_LOOKED = "peering_looked"
 # A peering object the operator may not create is looked for again every 2 s for about 30 s before
 # it gives up: `helm install` creates the Deployment before the KopfPeering (a kind Helm does not
 # know goes last), and GitOps tools may apply them apart.
@@ -40,13 +41,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
 
 @kopf.on.startup()
 async def create_peering_objects(
-    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, retry: int, **_: Any
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
     ours = framework.operator_settings(memo)
     try:
         created = await peering.ensure_objects(ours)
     except peering.PeeringMissing as exc:
-        if retry + 1 < PEERING_LOOKS:
+        # Counted apart from kopf's `retry`, which an apiserver error (retried after a minute) raises too.
+        memo[_PEERING_LOOKED] = looked = memo.get(_PEERING_LOOKED, 0) + 1
+        if looked < PEERING_LOOKS:
             raise kopf.TemporaryError(f"{exc} (looking again)", delay=PEERING_LOOK_DELAY) from None
         raise kopf.PermanentError(str(exc)) from None
     except peering.PeeringUnavailable as exc:
