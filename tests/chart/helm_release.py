@@ -22,6 +22,7 @@ from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane
 from tests.harness.kubeapi import Json
 from tests.harness.local_node import LocalNode
+from tests.operator import examples
 
 INSTANCE = "app.kubernetes.io/instance"
 OPERATOR_SELECTOR = "app.kubernetes.io/component=operator"
@@ -145,20 +146,8 @@ def pool_value(name: str, smtp_port: int, *, processes: int, rate: int) -> Json:
 
 
 def create_campaign(plane: ControlPlane, namespace: str, name: str, pool: str, recipients: int) -> Json:
-    body = {
-        "apiVersion": "mailtrain.dev/v1alpha1",
-        "kind": "MailCampaign",
-        "metadata": {"name": name},
-        "spec": {
-            "senderPool": pool,
-            "from": {"address": "news@acme.example"},
-            "subject": "Hello {{ name }}",
-            "text": "Hi {{ name }}",
-            "recipients": {
-                "inline": [{"email": f"{name}-{i}@example.org", "name": f"U{i}"} for i in range(recipients)]
-            },
-        },
-    }
+    inline = [{"email": f"{name}-{i}@example.org", "name": f"U{i}"} for i in range(recipients)]
+    body = examples.campaign(name, senderPool=pool, recipients={"inline": inline})
     return plane.api.create(CAMPAIGNS.format(namespace=namespace), body)
 
 

@@ -25,7 +25,7 @@ from tests.harness.kubeapi import Json
 from tests.harness.local_node import LocalNode
 from tests.harness.operator_process import OperatorProcess
 from tests.harness.smtp_sink import ReceivedMessage, RecordingSink
-from tests.operator import apiserver_writes
+from tests.operator import apiserver_writes, examples
 from tests.operator.campaign_rig import inline
 from tests.operator.pool_support import create_pool, ready_pool, sender_pool
 
@@ -59,18 +59,12 @@ CLIENT_WRITES = frozenset(
 
 def campaigns_yaml(names: list[str]) -> str:
     return yaml.safe_dump_all(
-        {
-            "apiVersion": "mailtrain.dev/v1alpha1",
-            "kind": "MailCampaign",
-            "metadata": {"name": name},
-            "spec": {
-                "senderPool": POOL,
-                "from": {"address": "news@acme.example"},
-                "subject": "Hello {{ name }}",
-                "text": f"Hello {{{{ name }}}}, this is {name}.\n",
-                "recipients": {"inline": inline(RECIPIENTS, prefix=f"{name}-")},
-            },
-        }
+        examples.campaign(
+            name,
+            senderPool=POOL,
+            text=f"Hello {{{{ name }}}}, this is {name}.\n",
+            recipients={"inline": inline(RECIPIENTS, prefix=f"{name}-")},
+        )
         for name in names
     )
 
